@@ -1,0 +1,11 @@
+"""gannas-jax: GAN-based neural architecture search in JAX/Flax.
+
+The public API is re-exported flat from here. Heavy optional dependencies (tensorflow-datasets,
+matplotlib, torch) are imported lazily where they are used, never at import time.
+"""
+
+from gannas_jax.spaces import NB201Space, SequentialSpace, Space, isomorphism_key
+
+__version__ = "0.1.0"
+
+__all__ = ["NB201Space", "SequentialSpace", "Space", "isomorphism_key", "__version__"]

@@ -1,0 +1,29 @@
+"""Shared test fixtures and strict JAX settings."""
+
+import os
+import pathlib
+
+import jax
+import pytest
+
+# Catch silent broadcasting bugs: implicit rank promotion raises in the whole suite.
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+NB201_DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
+
+
+@pytest.fixture(scope="session")
+def nb201_dir() -> pathlib.Path:
+    """The folder of NAS-Bench-201 CSV tables, from ``$GANNAS_NB201_DIR``.
+
+    Unset: the tests that need the tables are skipped with that reason (a user without the data).
+    Set but wrong: the tests fail, so CI never skips them silently.
+    """
+    value = os.environ.get("GANNAS_NB201_DIR")
+    if not value:
+        pytest.skip("GANNAS_NB201_DIR is not set; NAS-Bench-201 tables unavailable")
+    path = pathlib.Path(value)
+    missing = [d for d in NB201_DATASETS if not (path / f"nasbench201_{d}.csv").is_file()]
+    if missing:
+        pytest.fail(f"GANNAS_NB201_DIR={value} lacks nasbench201_{{{','.join(missing)}}}.csv")
+    return path
