@@ -4,8 +4,16 @@ The public API is re-exported flat from here. Heavy optional dependencies (tenso
 matplotlib, torch) are imported lazily where they are used, never at import time.
 """
 
+from gannas_jax.evaluate import EvalResult, Evaluator
 from gannas_jax.spaces import NB201Space, SequentialSpace, Space, isomorphism_key
 
 __version__ = "0.1.0"
 
-__all__ = ["NB201Space", "SequentialSpace", "Space", "isomorphism_key", "__version__"]
+__all__ = ["EvalResult", "Evaluator", "NB201Space", "SequentialSpace", "Space", "isomorphism_key",
+           "__version__"]
+
+# --- adversarial core (gan/, decode.py): imports and `__all__ += [...]` go below this line ---
+
+# --- children, evaluation, parallelism, data (child/, evaluate/, parallel.py, data.py) ---
+
+# --- search (search/) ---
