@@ -1,0 +1,292 @@
+"""The search driver: ask, evaluate, record, tell, checkpoint; resumable after any kill.
+
+One iteration, in this order, is what makes a killed run resumable without losing or duplicating
+a query:
+
+    archs, state = algorithm.ask(fold_in(key_ask, it), state)
+    result = evaluator.evaluate(archs, fold_in(key_eval, it))
+    append one line per query to history.jsonl (flushed and fsynced)
+    state = algorithm.tell(state, archs, result.scores)
+    checkpoint (it + 1, state)  with orbax, atomically
+
+On restart the latest checkpoint is restored and ``history.jsonl`` is cut back to the queries it
+holds: lines written after it (and a line torn by the kill) belong to the iteration that is redone,
+and since every key is derived from ``(seed, iteration)`` the redo asks for the same
+architectures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from gannas_jax.evaluate.base import Evaluator
+from gannas_jax.search.base import Algorithm, SearchError, State
+
+HISTORY = "history.jsonl"
+RESULT = "result.json"
+PLOT = "progress.png"
+CONFIG = "config.json"
+CHECKPOINTS = "checkpoints"
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What a finished search found.
+
+    Attributes:
+      best_arch: string form of the best architecture (by score).
+      best_score: its score (validation accuracy, %).
+      best_test: its test metric (test accuracy, %).
+      num_queries: unique architectures evaluated.
+      archs: ``int32[num_queries, V]`` every query, in order.
+      scores, tests: ``float64[num_queries]``.
+    """
+
+    best_arch: str
+    best_score: float
+    best_test: float
+    num_queries: int
+    archs: np.ndarray
+    scores: np.ndarray
+    tests: np.ndarray
+
+    def summary(self) -> dict[str, Any]:
+        return {"best_arch": self.best_arch, "best_score": self.best_score,
+                "best_test": self.best_test, "num_queries": self.num_queries}
+
+
+def _atomic_write(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON-serializable: {type(x).__name__}")
+
+
+class _Checkpoints:
+    """Orbax checkpoints of the search state, one per iteration (the last two kept)."""
+
+    def __init__(self, directory: pathlib.Path):
+        import orbax.checkpoint as ocp  # heavy; only runs that write a workdir need it
+
+        self._ocp = ocp
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=2, create=True, enable_async_checkpointing=False,
+            cleanup_tmp_directories=True)
+        self.manager = ocp.CheckpointManager(directory.resolve(), options=options)
+
+    def latest(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: State) -> None:
+        self.manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
+        self.manager.wait_until_finished()
+
+    def restore(self, step: int, like: State) -> State:
+        abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, like)
+        restored = self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+        # Host-side leaves come back as NumPy; keep JAX leaves on device, as `like` has them.
+        return jax.tree.map(
+            lambda r, l: r if isinstance(l, jax.Array) else np.asarray(r, dtype=np.asarray(l).dtype),
+            restored, like)
+
+
+def _read_history(path: pathlib.Path, space, upto: int) -> list[str]:
+    """The first ``upto`` lines of history.jsonl, checked; later lines are dropped."""
+    if not path.exists():
+        if upto:
+            raise SearchError(f"{path} is missing, but the checkpoint holds {upto} queries")
+        return []
+    raw = path.read_bytes().split(b"\n")
+    if len(raw) - 1 < upto:  # the last piece is after the final newline
+        raise SearchError(f"corrupt {path}: it has {len(raw) - 1} complete lines, the checkpoint holds {upto} queries")
+    lines = []
+    for i, line in enumerate(raw[:upto]):
+        try:
+            rec = json.loads(line)
+            space.from_string(rec["arch"])
+            if rec["query"] != i:
+                raise ValueError(f"query {rec['query']} at line {i + 1}")
+        except (ValueError, KeyError, TypeError) as err:
+            raise SearchError(f"corrupt {path}, line {i + 1}: {err}") from None
+        lines.append(line.decode())
+    return lines
+
+
+def run_search(
+    algorithm: Algorithm,
+    evaluator: Evaluator,
+    budget: int,
+    workdir: str | os.PathLike | None = None,
+    seed: int = 0,
+    *,
+    config: dict | None = None,
+    progress: bool = True,
+    plot: bool = True,
+) -> SearchResult:
+    """Runs ``algorithm`` against ``evaluator`` until ``budget`` unique queries are spent.
+
+    Args:
+      algorithm: an ask/tell algorithm over ``evaluator.space``.
+      evaluator: scores architectures.
+      budget: number of unique architectures to evaluate.
+      workdir: where history, checkpoints and results go. An existing run there is resumed.
+        None keeps everything in memory (benchmarks).
+      seed: the run's seed; every key is derived from it and the iteration number.
+      config: JSON-able settings of the run, stored in ``workdir/config.json``; resuming with a
+        different config is refused.
+      progress: show a tqdm progress bar.
+      plot: write ``workdir/progress.png``.
+
+    Returns:
+      A :class:`SearchResult`.
+
+    Raises:
+      SearchError: bad budget, a workdir holding another run, or corrupt history/checkpoint.
+    """
+    space = evaluator.space
+    if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool) or budget <= 0:
+        raise SearchError(f"budget must be a positive int, got {budget!r}")
+    if budget > space.size:
+        raise SearchError(f"budget {budget} exceeds the {space.size} architectures of the space")
+    if algorithm.space != space:
+        raise SearchError("the algorithm and the evaluator use different search spaces")
+
+    key = jax.random.key(seed)
+    key_init, key_ask, key_eval = jax.random.split(key, 3)
+    state = algorithm.init(key_init, int(budget))
+    tests = np.full(budget, np.nan)
+    lines: list[str] = []
+    iteration = 0
+
+    wd = None if workdir is None else pathlib.Path(workdir)
+    ckpt = hist_file = None
+    if wd is not None:
+        wd.mkdir(parents=True, exist_ok=True)
+        run_config = json.loads(json.dumps({"seed": seed, "budget": int(budget), **(config or {})},
+                                           default=_json_default))
+        cfg_path = wd / CONFIG
+        if cfg_path.exists():
+            try:
+                old = json.loads(cfg_path.read_text())
+            except ValueError as err:
+                raise SearchError(f"corrupt {cfg_path}: {err}") from None
+            if old != run_config:
+                diff = sorted(k for k in set(old) | set(run_config) if old.get(k) != run_config.get(k))
+                raise SearchError(
+                    f"workdir {str(wd)!r} holds a run with another config (differs in {', '.join(diff)}); "
+                    "use a new --workdir"
+                )
+        elif (wd / HISTORY).exists() or (wd / CHECKPOINTS).exists():
+            raise SearchError(f"workdir {str(wd)!r} holds results but no {CONFIG}; refusing to overwrite it")
+        else:
+            _atomic_write(cfg_path, json.dumps(run_config, indent=2, sort_keys=True))
+        ckpt = _Checkpoints(wd / CHECKPOINTS)
+        step = ckpt.latest()
+        hist_path = wd / HISTORY
+        if step is None:
+            if hist_path.exists() and hist_path.stat().st_size:
+                raise SearchError(f"corrupt run in {str(wd)!r}: {HISTORY} has queries but there is no checkpoint")
+            ckpt.save(0, {"iteration": np.asarray(0, np.int64), "algo": state, "tests": tests})
+        else:
+            try:
+                saved = ckpt.restore(step, {"iteration": np.asarray(0, np.int64), "algo": state, "tests": tests})
+            except Exception as err:  # orbax raises many kinds; all mean the same to the user
+                raise SearchError(f"corrupt checkpoint {step} in {str(wd / CHECKPOINTS)!r}: {type(err).__name__}: {err}") from None
+            state, tests, iteration = saved["algo"], saved["tests"], int(saved["iteration"])
+            lines = _read_history(hist_path, space, int(state["count"]))
+            for line, arch in zip(lines, algorithm.evaluated(state)[0]):
+                if space.from_string(json.loads(line)["arch"]).tolist() != arch.tolist():
+                    raise SearchError(f"corrupt run in {str(wd)!r}: {HISTORY} and the checkpoint disagree")
+        _atomic_write(hist_path, "".join(l + "\n" for l in lines))
+        hist_file = open(hist_path, "a")
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(budget), initial=int(state["count"]), desc=f"{algorithm.name} search",
+                   unit="query", dynamic_ncols=True)
+    try:
+        while algorithm.remaining(state) > 0:
+            archs, state = algorithm.ask(jax.random.fold_in(key_ask, iteration), state)
+            archs = np.asarray(archs, np.int32)
+            if len(archs) == 0 or len(archs) > algorithm.remaining(state):
+                raise SearchError(f"{algorithm.name} asked for {len(archs)} architectures with {algorithm.remaining(state)} left")
+            t0 = time.perf_counter()
+            result = evaluator.evaluate(archs, jax.random.fold_in(key_eval, iteration))
+            wall = time.perf_counter() - t0
+            c = int(state["count"])
+            tests[c:c + len(archs)] = result.test
+            new_lines = []
+            for j, arch in enumerate(archs):
+                metrics = dict(result.metrics[j])
+                rec = {"query": c + j, "iteration": iteration, "arch": space.to_string(arch),
+                       "score": float(result.scores[j]), "test": float(result.test[j]),
+                       "wall_time_s": metrics.pop("wall_time_s", wall / len(archs)), "metrics": metrics}
+                new_lines.append(json.dumps(rec, default=_json_default))
+            lines += new_lines
+            if hist_file is not None:
+                hist_file.write("".join(l + "\n" for l in new_lines))
+                hist_file.flush()
+                os.fsync(hist_file.fileno())
+            state = algorithm.tell(state, archs, result.scores)
+            iteration += 1
+            if ckpt is not None:
+                ckpt.save(iteration, {"iteration": np.asarray(iteration, np.int64), "algo": state, "tests": tests})
+            if bar is not None:
+                bar.update(len(archs))
+                bar.set_postfix(best=f"{float(np.max(algorithm.evaluated(state)[1])):.2f}")
+    finally:
+        if bar is not None:
+            bar.close()
+        if hist_file is not None:
+            hist_file.close()
+
+    archs, scores = algorithm.evaluated(state)
+    best = int(np.argmax(scores))
+    res = SearchResult(best_arch=space.to_string(archs[best]), best_score=float(scores[best]),
+                       best_test=float(tests[best]), num_queries=len(scores), archs=archs,
+                       scores=scores, tests=tests[:len(scores)])
+    if wd is not None:
+        _atomic_write(wd / RESULT, json.dumps(res.summary(), indent=2))
+        if plot:
+            plot_progress(scores, wd / PLOT, title=f"{algorithm.name}, seed {seed}")
+    return res
+
+
+def plot_progress(scores: np.ndarray, path: str | os.PathLike, title: str = "") -> None:
+    """Saves best-so-far score against queries, with every query's score behind it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    q = np.arange(1, len(scores) + 1)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.scatter(q, scores, s=8, alpha=0.35, color="tab:gray", label="query score")
+    ax.plot(q, np.maximum.accumulate(scores), color="tab:blue", lw=2, label="best so far")
+    lo = np.percentile(scores, 5)
+    ax.set_ylim(lo - 0.05 * (scores.max() - lo + 1e-9), scores.max() + 0.1 * (scores.max() - lo + 1e-9))
+    ax.set_xlabel("queries")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

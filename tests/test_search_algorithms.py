@@ -1,0 +1,137 @@
+"""Ask/tell baselines, the tabular evaluator and the in-process driver."""
+
+import json
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from gannas_jax import NB201Space, SequentialSpace
+from gannas_jax.evaluate.tabular import BenchmarkError, NB201Table, TabularEvaluator
+from gannas_jax.search import (RandomSearch, RegularizedEvolution, SearchError, mutate_host,
+                               run_search)
+from gannas_jax.search.base import host_rng
+
+
+@pytest.fixture(scope="module")
+def cifar10(nb201_dir):
+    return NB201Table.load("cifar10", nb201_dir)
+
+
+def test_table_matches_known_optima(nb201_dir):
+    expected = {"cifar10": (6111, 91.61), "cifar100": (9930, 73.49), "ImageNet16-120": (10676, 46.73)}
+    for ds, (index, best) in expected.items():
+        table = NB201Table.load(ds, nb201_dir)
+        assert table.best_index == index
+        assert table.best_valid == pytest.approx(best, abs=0.005)
+    assert int(np.argmax(NB201Table.load("ImageNet16-120", nb201_dir).test)) == 857
+
+
+def test_tabular_evaluator_scores_and_counts(cifar10):
+    ev = TabularEvaluator(table=cifar10)
+    space = ev.space
+    archs = space.from_index(np.array([6111, 0, 6111]))
+    res = ev.evaluate(archs)
+    np.testing.assert_allclose(res.scores, cifar10.valid[[6111, 0, 6111]])
+    np.testing.assert_allclose(res.test, cifar10.test[[6111, 0, 6111]])
+    assert [m["index"] for m in res.metrics] == [6111, 0, 6111]
+    assert ev.num_queries == 2  # a repeated architecture counts once
+
+
+@pytest.mark.parametrize("space", [NB201Space(), SequentialSpace()], ids=["nb201", "sequential"])
+def test_mutation_changes_exactly_one_variable_and_stays_canonical(space):
+    rng = host_rng(jax.random.key(0))
+    parents = np.asarray(space.sample(jax.random.key(1), 200))
+    children = mutate_host(space, rng, parents)
+    np.testing.assert_array_equal(np.asarray(space.canonicalize(children)), children)
+    if isinstance(space, NB201Space):
+        np.testing.assert_array_equal((children != parents).sum(1), 1)
+
+
+class _Recorder:
+    """A fake evaluator (score = sum of codes) that records what it was asked."""
+
+    def __init__(self, space):
+        self.space, self.asked = space, []
+
+    def evaluate(self, archs, key):
+        from gannas_jax.evaluate.base import EvalResult
+
+        self.asked.append(np.asarray(archs))
+        s = np.asarray(archs).sum(1).astype(float)
+        return EvalResult(scores=s, test=-s, metrics=[{} for _ in s])
+
+
+@pytest.mark.parametrize("algo_cls", [RandomSearch, RegularizedEvolution])
+@pytest.mark.parametrize("space", [NB201Space(), SequentialSpace()], ids=["nb201", "sequential"])
+def test_queries_are_unique_canonical_and_deterministic(algo_cls, space):
+    algo = algo_cls(space, batch_size=3) if algo_cls is RandomSearch else algo_cls(space, population_size=10, tournament_size=3)
+    runs = [run_search(algo, _Recorder(space), 40, None, seed, progress=False) for seed in (5, 5, 6)]
+    archs = runs[0].archs
+    assert len({a.tobytes() for a in archs}) == 40
+    np.testing.assert_array_equal(np.asarray(space.canonicalize(archs)), archs)
+    chex.assert_trees_all_equal(runs[0].archs, runs[1].archs)
+    assert not np.array_equal(runs[0].archs, runs[2].archs)
+    best = int(np.argmax(runs[0].scores))
+    assert runs[0].best_score == runs[0].scores[best] and runs[0].best_test == -runs[0].scores[best]
+
+
+def test_evolution_mutates_tournament_winners(cifar10):
+    space = NB201Space()
+    algo = RegularizedEvolution(space, population_size=10, tournament_size=10)
+    res = run_search(algo, TabularEvaluator(table=cifar10), 60, None, 0, progress=False)
+    # With the tournament as large as the population, the parent is the best of the last 10
+    # queries; its child differs from it in one variable, unless that mutant had been seen
+    # already and was mutated again.
+    dist = [int((res.archs[q] != res.archs[q - 10:q][np.argmax(res.scores[q - 10:q])]).sum())
+            for q in range(10, 60)]
+    assert min(dist) >= 1 and np.mean(np.asarray(dist) == 1) >= 0.75, dist
+
+
+def test_evolution_beats_random_on_cifar10(cifar10):
+    bests = {}
+    for algo in (RandomSearch(NB201Space(), batch_size=10), RegularizedEvolution(NB201Space())):
+        bests[algo.name] = np.mean([run_search(algo, TabularEvaluator(table=cifar10), 150, None, s,
+                                               progress=False).best_score for s in range(10)])
+    assert bests["evolution"] > bests["random"] + 0.2
+
+
+def test_driver_writes_workdir_and_resumes_complete_run(cifar10, tmp_path):
+    algo = RegularizedEvolution(NB201Space())
+    res = run_search(algo, TabularEvaluator(table=cifar10), 30, tmp_path, 1, progress=False,
+                     config={"name": "x"})
+    lines = (tmp_path / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 30
+    recs = [json.loads(l) for l in lines]
+    assert [r["query"] for r in recs] == list(range(30))
+    assert max(r["score"] for r in recs) == pytest.approx(res.best_score)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert set(result) == {"best_arch", "best_score", "best_test", "num_queries"}
+    assert (tmp_path / "progress.png").stat().st_size > 1000
+    # Running again on a finished workdir changes nothing.
+    again = run_search(algo, TabularEvaluator(table=cifar10), 30, tmp_path, 1, progress=False,
+                       config={"name": "x"})
+    assert (tmp_path / "history.jsonl").read_text().splitlines() == lines
+    assert again.summary() == res.summary()
+    with pytest.raises(SearchError, match="another config .*differs in name"):
+        run_search(algo, TabularEvaluator(table=cifar10), 30, tmp_path, 1, progress=False,
+                   config={"name": "y"})
+
+
+@pytest.mark.parametrize("budget", [0, -3, 2.5, 20000])
+def test_bad_budget(cifar10, budget):
+    with pytest.raises(SearchError, match="budget"):
+        run_search(RandomSearch(NB201Space()), TabularEvaluator(table=cifar10), budget, None, 0, progress=False)
+
+
+def test_missing_benchmark_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("GANNAS_NB201_DIR", raising=False)
+    with pytest.raises(BenchmarkError, match="set \\$GANNAS_NB201_DIR"):
+        NB201Table.load("cifar10")
+    with pytest.raises(BenchmarkError, match="does not exist"):
+        NB201Table.load("cifar10", tmp_path / "nope")
+    with pytest.raises(BenchmarkError, match="not found"):
+        NB201Table.load("cifar10", tmp_path)
+    with pytest.raises(BenchmarkError, match="unknown NAS-Bench-201 dataset 'svhn'"):
+        NB201Table.load("svhn", tmp_path)
