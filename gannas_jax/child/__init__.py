@@ -1,0 +1,113 @@
+"""Child networks: arch-as-data modules (one compile for a whole space) and exact-size builders.
+
+:func:`make_child` wraps either space's arch-as-data module in a :class:`Child`, the small pure
+interface that training uses: ``init(key, arch) -> variables`` and
+``apply(variables, arch, x, train) -> (logits, batch_stats)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+
+from gannas_jax.child.nb201 import (
+    NB201Child,
+    StaticNB201,
+    load_static_nb201,
+    nb201_cost,
+    static_nb201,
+)
+from gannas_jax.child.sequential import (
+    SequentialChild,
+    StaticSequential,
+    arch_seed,
+    extract_static_sequential,
+    init_sequential,
+    load_static_sequential,
+    sequential_cost,
+    static_sequential,
+)
+from gannas_jax.spaces import NB201Space, SequentialSpace, Space
+
+
+@dataclasses.dataclass(frozen=True)
+class Child:
+    """A space's arch-as-data network as pure functions (hashable: usable as a static argument).
+
+    Attributes:
+      space: the search space.
+      input_shape: ``(H, W, C)`` of the images.
+      num_classes: classifier outputs.
+      conv_impl: sequential space only: ``'exact'`` or ``'masked'`` (see :class:`SequentialChild`).
+      nb201_channels, nb201_cells: NB201 only: C and N of the skeleton.
+    """
+
+    space: Space
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    conv_impl: str = "exact"
+    nb201_channels: int = 16
+    nb201_cells: int = 5
+
+    @property
+    def module(self):
+        """The Flax module (``SequentialChild`` or ``NB201Child``)."""
+        if isinstance(self.space, SequentialSpace):
+            return SequentialChild(self.space, self.conv_impl)
+        return NB201Child(self.space, self.nb201_channels, self.nb201_cells, self.num_classes)
+
+    def init(self, key: jax.Array, arch: jax.Array) -> dict[str, Any]:
+        """Variables ``{'params', 'batch_stats'}`` of one child (traceable in ``arch``)."""
+        if isinstance(self.space, SequentialSpace):
+            return {"params": init_sequential(self.space, key, arch), "batch_stats": {}}
+        x = jax.numpy.zeros((1,) + tuple(self.input_shape), jax.numpy.float32)
+        v = self.module.init(key, arch, x)
+        return {"params": v["params"], "batch_stats": v.get("batch_stats", {})}
+
+    def apply(self, variables: dict, arch: jax.Array, x: jax.Array, train: bool) -> tuple[jax.Array, Any]:
+        """``(logits [B, classes], new batch_stats)`` on images ``x`` ``[B, H, W, C]``."""
+        if not variables.get("batch_stats"):
+            return self.module.apply({"params": variables["params"]}, arch, x, train), variables.get("batch_stats", {})
+        if train:
+            logits, upd = self.module.apply(variables, arch, x, train=True, mutable=["batch_stats"])
+            return logits, upd["batch_stats"]
+        return self.module.apply(variables, arch, x, train=False), variables["batch_stats"]
+
+    def cost(self, arch: Any) -> dict[str, int]:
+        """Exact parameter count and per-image forward FLOPs of one architecture."""
+        if isinstance(self.space, SequentialSpace):
+            return sequential_cost(self.space, arch)
+        return nb201_cost(self.space, arch, self.nb201_channels, self.nb201_cells, self.num_classes,
+                          tuple(self.input_shape))
+
+
+def make_child(space: Space, input_shape: tuple[int, int, int], num_classes: int, *,
+               conv_impl: str = "exact", nb201_channels: int = 16, nb201_cells: int = 5) -> Child:
+    """The :class:`Child` of ``space`` for images of ``input_shape`` and ``num_classes`` classes.
+
+    Raises:
+      ValueError: an unsupported space, or a sequential space built for other inputs.
+    """
+    input_shape = tuple(int(d) for d in input_shape)
+    if isinstance(space, SequentialSpace):
+        if tuple(space.input_shape) != input_shape or space.num_classes != num_classes:
+            raise ValueError(
+                f"sequential space is for input {space.input_shape} / {space.num_classes} classes, but "
+                f"the data is {input_shape} / {num_classes} classes; build the space with "
+                f"SequentialSpace(input_shape={input_shape}, num_classes={num_classes})"
+            )
+        if conv_impl not in ("exact", "masked"):
+            raise ValueError(f"conv_impl must be 'exact' or 'masked', got {conv_impl!r}")
+    elif not isinstance(space, NB201Space):
+        raise ValueError(f"no child network for space {type(space).__name__}")
+    return Child(space, input_shape, int(num_classes), conv_impl, int(nb201_channels), int(nb201_cells))
+
+
+__all__ = [
+    "Child", "make_child", "arch_seed",
+    "SequentialChild", "StaticSequential", "extract_static_sequential", "init_sequential",
+    "load_static_sequential", "sequential_cost", "static_sequential",
+    "NB201Child", "StaticNB201", "load_static_nb201", "nb201_cost", "static_nb201",
+]

@@ -1,0 +1,498 @@
+"""Children of :class:`~gannas_jax.spaces.SequentialSpace`: arch-as-data and exact-size static.
+
+The arch-as-data child keeps every weight at the maximum size of the space and runs one program
+for every architecture:
+
+* The feature map always has ``Cm = max(channels + (Cin,))`` channels; channels beyond the live
+  count are exactly zero (every op maps 0 to 0 except sigmoid, which is masked).
+* The slots of a stage run in a ``lax.scan`` with stacked weights ``[L, K, K, Cm, Cm]`` (one
+  compiled slot body per stage), and each slot picks its op with ``lax.switch``.
+* ``conv_impl='exact'``: the switch has one conv branch per ``(kernel, in-channels,
+  out-channels)``, each an im2col matmul on the exact slice of the max-size weight, so under
+  ``lax.map`` (CPU) no FLOP is spent on padding. ``conv_impl='masked'``: one conv branch at
+  ``K x K x Cm x Cm`` with kernel and channel masks, which ``vmap`` turns into one batched matmul
+  (accelerators).
+* The head's dense layers are masked by width. Canonical codes put the non-empty head slots first,
+  so the classifier reads the flattened features (no hidden layer) or the last live hidden layer;
+  it has one weight for each case.
+
+Masked entries of the weights are zero at init and get zero gradients, so training the max-size
+child is training the exact-size network (Adam's update of a zero gradient with zero moments is 0).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from gannas_jax.child import ops
+from gannas_jax.spaces.sequential import ACTIVATIONS, CONV, HEAD_OPS, STAGE_OPS, SequentialSpace
+
+CONV_IMPLS = ("exact", "masked")
+_ACT = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}
+
+
+# --- static geometry of a space -------------------------------------------------------------------
+
+
+def geometry(space: SequentialSpace) -> dict[str, Any]:
+    """Static sizes of the max-size child of ``space``."""
+    h, w, cin = space.input_shape
+    hr, wr = space.reduced_shape
+    cm = max(max(space.channels), cin)
+    cin_values = tuple(sorted(set(space.channels) | {cin}))
+    return {
+        "cin": cin,
+        "cm": cm,
+        "kmax": max(space.kernel_sizes),
+        "wm": max(space.fc_widths),
+        "flat": hr * wr * cm,
+        "hr": hr,
+        "wr": wr,
+        "cin_values": cin_values,
+        # index into cin_values of each output-channel choice
+        "cout_to_cin": tuple(cin_values.index(c) for c in space.channels),
+    }
+
+
+def _slot_cin(space: SequentialSpace, stage_codes: jax.Array) -> jax.Array:
+    """Index (into ``cin_values``) of the input channel count of every slot. ``[S, L]``."""
+    g = geometry(space)
+    table = jnp.asarray(g["cout_to_cin"], jnp.int32)
+    ci = jnp.asarray(g["cin_values"].index(g["cin"]), jnp.int32)
+    rows = []
+    for s in range(space.num_stages):
+        row = []
+        for l in range(space.slots_per_stage):
+            op, _, co = stage_codes[s, l, 0], stage_codes[s, l, 1], stage_codes[s, l, 2]
+            row.append(ci)
+            ci = jnp.where(op == CONV, table[co], ci)
+        rows.append(jnp.stack(row))
+    return jnp.stack(rows)
+
+
+# --- the arch-as-data child -----------------------------------------------------------------------
+
+
+class SequentialChild(nn.Module):
+    """One compiled network for every architecture of a :class:`SequentialSpace`.
+
+    Attributes:
+      space: the search space.
+      conv_impl: ``'exact'`` (switch over exact-size im2col convs; for ``lax.map`` on CPU) or
+        ``'masked'`` (one max-size masked conv; for ``vmap``).
+    """
+
+    space: SequentialSpace
+    conv_impl: str = "exact"
+
+    @nn.compact
+    def __call__(self, arch: jax.Array, x: jax.Array, train: bool = False) -> jax.Array:
+        """Logits of architecture ``arch`` on images ``x``.
+
+        Args:
+          arch: ``int32[V]`` codes (canonicalized here, so any valid code works).
+          x: ``float32[B, H, W, Cin]``.
+          train: unused (no dropout or BatchNorm in this space); kept for a uniform signature.
+
+        Returns:
+          ``float32[B, num_classes]``.
+        """
+        del train
+        if self.conv_impl not in CONV_IMPLS:
+            raise ValueError(f"SequentialChild: conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}")
+        sp, g = self.space, geometry(self.space)
+        cm, kmax, wm, L = g["cm"], g["kmax"], g["wm"], sp.slots_per_stage
+        init = nn.initializers.lecun_normal()
+        stage_w = [
+            (self.param(f"stage{s}_kernel", init, (L, kmax, kmax, cm, cm)),
+             self.param(f"stage{s}_bias", nn.initializers.zeros, (L, cm)))
+            for s in range(sp.num_stages)
+        ]
+        fc_w = [
+            (self.param(f"fc{f}_kernel", init, (g["flat"] if f == 0 else wm, wm)),
+             self.param(f"fc{f}_bias", nn.initializers.zeros, (wm,)))
+            for f in range(sp.num_fc)
+        ]
+        out_flat = self.param("out_flat_kernel", init, (g["flat"], sp.num_classes))
+        out_hidden = self.param("out_hidden_kernel", init, (wm, sp.num_classes)) if sp.num_fc else None
+        out_bias = self.param("out_bias", nn.initializers.zeros, (sp.num_classes,))
+        return sequential_forward(sp, self.conv_impl, arch, x, stage_w, fc_w, out_flat, out_hidden, out_bias)
+
+
+def _stage_branches(space: SequentialSpace, conv_impl: str):
+    """The op branches of one slot: ``f(h, kernel, bias, ci, k, co) -> h``, and the branch index."""
+    g = geometry(space)
+    cm, kmax = g["cm"], g["kmax"]
+    cin_values, ks, cs = g["cin_values"], space.kernel_sizes, space.channels
+
+    def chan_mask(n):
+        return (jnp.arange(cm) < n).reshape(1, 1, 1, cm)
+
+    cin_arr = jnp.asarray(cin_values, jnp.int32)
+
+    def simple(fn, mask=False):
+        def branch(h, w, b, ci, k, co):
+            y = fn(h)
+            return jnp.where(chan_mask(cin_arr[ci]), y, 0.0) if mask else y
+        return branch
+
+    non_conv = {
+        0: simple(lambda h: h),
+        STAGE_OPS.index("max_pool"): simple(ops.max_pool_same),
+        STAGE_OPS.index("avg_pool"): simple(ops.avg_pool_same),
+        STAGE_OPS.index("relu"): simple(jax.nn.relu),
+        STAGE_OPS.index("sigmoid"): simple(jax.nn.sigmoid, mask=True),
+        STAGE_OPS.index("tanh"): simple(jnp.tanh),
+    }
+    order = sorted(non_conv)  # op codes of the non-conv branches, in branch order
+    branches = [non_conv[o] for o in order]
+    op_to_branch = np.zeros(len(STAGE_OPS), np.int32)
+    for i, o in enumerate(order):
+        op_to_branch[o] = i
+    n_simple = len(branches)
+
+    if conv_impl == "exact":
+        def exact(kk, cin, cout):
+            o = (kmax - kk) // 2
+
+            def branch(h, w, b, ci, k, co):
+                y = ops.conv_same(h[..., :cin], w[o:o + kk, o:o + kk, :cin, :cout], b[:cout])
+                return jnp.pad(y, ((0, 0), (0, 0), (0, 0), (0, cm - cout)))
+            return branch
+
+        for kk in ks:
+            for cin in cin_values:
+                for cout in cs:
+                    branches.append(exact(kk, cin, cout))
+
+        def index(op, k, ci, co):
+            conv_idx = n_simple + (k * len(cin_values) + ci) * len(cs) + co
+            return jnp.where(op == CONV, conv_idx, jnp.asarray(op_to_branch)[op])
+    else:
+        kmask = np.zeros((len(ks), kmax, kmax), np.float32)
+        for i, kk in enumerate(ks):
+            o = (kmax - kk) // 2
+            kmask[i, o:o + kk, o:o + kk] = 1.0
+        kmask_j = jnp.asarray(kmask)
+        cs_arr = jnp.asarray(cs, jnp.int32)
+
+        def masked(h, w, b, ci, k, co):
+            m_in = (jnp.arange(cm) < cin_arr[ci]).astype(w.dtype)
+            m_out = (jnp.arange(cm) < cs_arr[co]).astype(w.dtype)
+            wk = w * kmask_j[k].reshape(kmax, kmax, 1, 1) * m_in.reshape(1, 1, cm, 1) * m_out.reshape(1, 1, 1, cm)
+            return ops.conv_same(h, wk, b * m_out)
+
+        branches.append(masked)
+
+        def index(op, k, ci, co):
+            return jnp.where(op == CONV, n_simple, jnp.asarray(op_to_branch)[op])
+
+    return branches, index
+
+
+def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_hidden, out_bias):
+    """The arch-as-data forward pass on explicit max-size weights (see :class:`SequentialChild`)."""
+    g = geometry(space)
+    cm, wm = g["cm"], g["wm"]
+    arch = space.canonicalize(jnp.asarray(arch, jnp.int32))
+    stage, head = space.split(arch)
+    slot_cin = _slot_cin(space, stage)
+    branches, index = _stage_branches(space, conv_impl)
+    b = x.shape[0]
+    h = jnp.pad(x.astype(jnp.float32), ((0, 0), (0, 0), (0, 0), (0, cm - x.shape[-1])))
+    for s in range(space.num_stages):
+        if s:
+            h = ops.max_pool_2x2(h)
+        kern, bias = stage_w[s]
+
+        def slot(h, inp):
+            w, bb, code, ci = inp
+            op, k, co = code[0], code[1], code[2]
+            return lax.switch(index(op, k, ci, co), branches, h, w, bb, ci, k, co), None
+
+        h, _ = lax.scan(slot, h, (kern, bias, stage[s], slot_cin[s]))
+    flat = h.reshape(b, -1)
+    hid = jnp.zeros((b, wm), jnp.float32)
+    widths = jnp.asarray(space.fc_widths, jnp.int32)
+    for f in range(space.num_fc):
+        op, wi = head[f, 0], head[f, 1]
+        kernel, bias = fc_w[f]
+        pre = (flat if f == 0 else hid) @ kernel + bias.reshape(1, wm)
+        act = jnp.where(op == 1, jax.nn.relu(pre), jnp.where(op == 2, jax.nn.sigmoid(pre), jnp.tanh(pre)))
+        act = jnp.where((jnp.arange(wm) < widths[wi]).reshape(1, wm), act, 0.0)
+        hid = jnp.where(op != 0, act, hid)
+    logits = flat @ out_flat
+    if space.num_fc:
+        n_fc = jnp.sum(head[:, 0] != 0)
+        logits = jnp.where(n_fc == 0, logits, hid @ out_hidden)
+    return logits + out_bias.reshape(1, -1)
+
+
+# --- arch-aware init (exact-size fan-in) -----------------------------------------------------------
+
+
+def init_sequential(space: SequentialSpace, key: jax.Array, arch: jax.Array) -> dict:
+    """Max-size params whose live part is distributed like the exact-size static child's init.
+
+    Kernels are Flax's lecun-normal with the *exact* layer's fan-in, biases zero, and every entry
+    outside the exact network is zero. Traceable (``arch`` may be a tracer), so a population is
+    initialized by ``vmap`` in one program.
+
+    Args:
+      space: the search space.
+      key: a ``jax.random.key``.
+      arch: ``int32[V]``.
+
+    Returns:
+      A params dict with the same structure as ``SequentialChild.init(...)['params']``.
+    """
+    g = geometry(space)
+    cm, kmax, wm, L = g["cm"], g["kmax"], g["wm"], space.slots_per_stage
+    arch = space.canonicalize(jnp.asarray(arch, jnp.int32))
+    stage, head = space.split(arch)
+    slot_cin = _slot_cin(space, stage)
+    cin_arr = jnp.asarray(g["cin_values"], jnp.int32)
+    ks = jnp.asarray(space.kernel_sizes, jnp.int32)
+    cs = jnp.asarray(space.channels, jnp.int32)
+    widths = jnp.asarray(space.fc_widths, jnp.int32)
+    k_stage, k_fc, k_out = jax.random.split(key, 3)
+    params: dict[str, jax.Array] = {}
+    pos = jnp.arange(kmax) - kmax // 2
+    for s in range(space.num_stages):
+        ksz = ks[stage[s, :, 1]]  # [L]
+        cin = cin_arr[slot_cin[s]]  # [L]
+        cout = cs[stage[s, :, 2]]  # [L]
+        is_conv = stage[s, :, 0] == CONV
+        kin = (jnp.abs(pos).reshape(1, kmax) <= (ksz // 2).reshape(L, 1))  # [L, K]
+        m = (kin.reshape(L, kmax, 1, 1, 1) & kin.reshape(L, 1, kmax, 1, 1)
+             & (jnp.arange(cm).reshape(1, 1, 1, cm, 1) < cin.reshape(L, 1, 1, 1, 1))
+             & (jnp.arange(cm).reshape(1, 1, 1, 1, cm) < cout.reshape(L, 1, 1, 1, 1))
+             & is_conv.reshape(L, 1, 1, 1, 1))
+        fan_in = (ksz * ksz * cin).reshape(L, 1, 1, 1, 1)
+        z = ops.lecun_normal(jax.random.fold_in(k_stage, s), (L, kmax, kmax, cm, cm), fan_in)
+        params[f"stage{s}_kernel"] = jnp.where(m, z, 0.0)
+        params[f"stage{s}_bias"] = jnp.zeros((L, cm), jnp.float32)
+    # channels after the last stage
+    last_ci = jnp.asarray(g["cin_values"].index(g["cin"]), jnp.int32)
+    table = jnp.asarray(g["cout_to_cin"], jnp.int32)
+    for s in range(space.num_stages):
+        for l in range(L):
+            last_ci = jnp.where(stage[s, l, 0] == CONV, table[stage[s, l, 2]], last_ci)
+    c_last = cin_arr[last_ci]
+    flat_rows = (jnp.arange(g["flat"]) % cm) < c_last  # live rows of the flattened features
+    flat_fan = g["hr"] * g["wr"] * c_last
+    hid_rows, hid_fan = jnp.zeros((wm,), bool), jnp.asarray(1, jnp.int32)
+    for f in range(space.num_fc):
+        # Canonical heads are compacted: a live slot f >= 1 always reads slot f - 1.
+        op, wi = head[f, 0], head[f, 1]
+        live = op != 0
+        cols = jnp.arange(wm) < widths[wi]
+        in_rows, in_fan = (flat_rows, flat_fan) if f == 0 else (hid_rows, hid_fan)
+        m = in_rows.reshape(-1, 1) & cols.reshape(1, wm) & live
+        z = ops.lecun_normal(jax.random.fold_in(k_fc, f), (in_rows.shape[0], wm), in_fan)
+        params[f"fc{f}_kernel"] = jnp.where(m, z, 0.0)
+        params[f"fc{f}_bias"] = jnp.zeros((wm,), jnp.float32)
+        hid_rows = jnp.where(live, cols, hid_rows)
+        hid_fan = jnp.where(live, widths[wi], hid_fan)
+    n_fc = jnp.sum(head[:, 0] != 0) if space.num_fc else 0
+    ko1, ko2 = jax.random.split(k_out)
+    z = ops.lecun_normal(ko1, (g["flat"], space.num_classes), flat_fan)
+    params["out_flat_kernel"] = jnp.where(flat_rows.reshape(-1, 1) & (n_fc == 0), z, 0.0)
+    if space.num_fc:
+        z = ops.lecun_normal(ko2, (wm, space.num_classes), hid_fan)
+        params["out_hidden_kernel"] = jnp.where(hid_rows.reshape(-1, 1) & (n_fc > 0), z, 0.0)
+    params["out_bias"] = jnp.zeros((space.num_classes,), jnp.float32)
+    return params
+
+
+# --- the exact-size static child --------------------------------------------------------------------
+
+
+class StaticSequential(nn.Module):
+    """Plain Flax network of one architecture, at its exact widths (from ``space.to_spec``).
+
+    Attributes:
+      layers: per stage, a tuple of layer tuples ``('conv', k, c) | ('pool', 'max'|'avg') |
+        ('act', fn)``.
+      head: tuple of ``(units, activation)``.
+      num_classes: classifier outputs.
+    """
+
+    layers: tuple
+    head: tuple
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        for s, stage in enumerate(self.layers):
+            if s:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+            for l, layer in enumerate(stage):
+                if layer[0] == "conv":
+                    x = nn.Conv(layer[2], (layer[1], layer[1]), padding="SAME", name=f"conv{s}_{l}")(x)
+                elif layer[0] == "pool":
+                    pad = ((1, 1), (1, 1))
+                    if layer[1] == "max":
+                        x = nn.max_pool(x, (3, 3), strides=(1, 1), padding=pad)
+                    else:
+                        x = nn.avg_pool(x, (3, 3), strides=(1, 1), padding=pad, count_include_pad=True)
+                else:
+                    x = _ACT[layer[1]](x)
+        x = x.reshape(x.shape[0], -1)
+        for f, (units, act) in enumerate(self.head):
+            x = _ACT[act](nn.Dense(units, name=f"fc{f}")(x))
+        return nn.Dense(self.num_classes, name="out")(x)
+
+
+def static_sequential(space: SequentialSpace, arch: Any) -> StaticSequential:
+    """The exact-size Flax module of one architecture, built from ``space.to_spec(arch)``."""
+    spec = space.to_spec(arch)
+    layers = []
+    for stage in spec["stages"]:
+        row = []
+        for layer in stage:
+            if layer["type"] == "conv":
+                row.append(("conv", int(layer["kernel"]), int(layer["channels"])))
+            elif layer["type"] == "pool":
+                row.append(("pool", layer["kind"]))
+            else:
+                row.append(("act", layer["fn"]))
+        layers.append(tuple(row))
+    head = tuple((int(d["units"]), d["activation"]) for d in spec["head"])
+    return StaticSequential(tuple(layers), head, space.num_classes)
+
+
+def _trace(space: SequentialSpace, arch: Any):
+    """Host-side walk of a canonical arch: conv slots ``(s, l, k, cin, cout)``, last channels, head."""
+    codes = space.canonicalize(np.asarray(space._one(arch)))
+    stage, head = space.split(codes)
+    c = space.input_shape[2]
+    convs = []
+    for s in range(space.num_stages):
+        for l in range(space.slots_per_stage):
+            op, k, co = (int(v) for v in stage[s, l])
+            if op == CONV:
+                cout = space.channels[co]
+                convs.append((s, l, space.kernel_sizes[k], c, cout))
+                c = cout
+    fcs = [space.fc_widths[int(w)] for op, w in head if op]
+    return convs, c, fcs
+
+
+def load_static_sequential(space: SequentialSpace, arch: Any, static_params: dict) -> dict:
+    """Max-size child params holding a static child's weights (zeros elsewhere).
+
+    Args:
+      space: the search space.
+      arch: one architecture.
+      static_params: ``static_sequential(space, arch).init(...)['params']``.
+
+    Returns:
+      params for :class:`SequentialChild` (numpy arrays).
+    """
+    g = geometry(space)
+    cm, kmax, wm, L = g["cm"], g["kmax"], g["wm"], space.slots_per_stage
+    convs, c_last, fcs = _trace(space, arch)
+    p: dict[str, np.ndarray] = {}
+    for s in range(space.num_stages):
+        p[f"stage{s}_kernel"] = np.zeros((L, kmax, kmax, cm, cm), np.float32)
+        p[f"stage{s}_bias"] = np.zeros((L, cm), np.float32)
+    for s, l, k, cin, cout in convs:
+        o = (kmax - k) // 2
+        sp_ = static_params[f"conv{s}_{l}"]
+        p[f"stage{s}_kernel"][l, o:o + k, o:o + k, :cin, :cout] = np.asarray(sp_["kernel"])
+        p[f"stage{s}_bias"][l, :cout] = np.asarray(sp_["bias"])
+
+    def flat_rows(w):  # [hr*wr*c_last, n] -> [hr*wr*cm, n]
+        n = w.shape[-1]
+        w = np.asarray(w).reshape(g["hr"], g["wr"], c_last, n)
+        return np.pad(w, ((0, 0), (0, 0), (0, cm - c_last), (0, 0))).reshape(g["flat"], n)
+
+    for f in range(space.num_fc):
+        n_in = g["flat"] if f == 0 else wm
+        k_ = np.zeros((n_in, wm), np.float32)
+        b_ = np.zeros((wm,), np.float32)
+        if f < len(fcs):
+            sw = static_params[f"fc{f}"]
+            kk = flat_rows(sw["kernel"]) if f == 0 else np.asarray(sw["kernel"])
+            k_[: kk.shape[0], : fcs[f]] = kk
+            b_[: fcs[f]] = np.asarray(sw["bias"])
+        p[f"fc{f}_kernel"], p[f"fc{f}_bias"] = k_, b_
+    out = static_params["out"]
+    p["out_flat_kernel"] = np.zeros((g["flat"], space.num_classes), np.float32)
+    if space.num_fc:
+        p["out_hidden_kernel"] = np.zeros((wm, space.num_classes), np.float32)
+    if fcs:
+        p["out_hidden_kernel"][: fcs[-1]] = np.asarray(out["kernel"])
+    else:
+        p["out_flat_kernel"] = flat_rows(out["kernel"]).astype(np.float32)
+    p["out_bias"] = np.asarray(out["bias"], np.float32)
+    return p
+
+
+def extract_static_sequential(space: SequentialSpace, arch: Any, child_params: dict) -> dict:
+    """Inverse of :func:`load_static_sequential`: the exact-size static params of one child."""
+    g = geometry(space)
+    cm, kmax = g["cm"], g["kmax"]
+    convs, c_last, fcs = _trace(space, arch)
+    cp = {k: np.asarray(v) for k, v in child_params.items()}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for s, l, k, cin, cout in convs:
+        o = (kmax - k) // 2
+        out[f"conv{s}_{l}"] = {"kernel": cp[f"stage{s}_kernel"][l, o:o + k, o:o + k, :cin, :cout].copy(),
+                               "bias": cp[f"stage{s}_bias"][l, :cout].copy()}
+
+    def unflat(w):
+        n = w.shape[-1]
+        return w.reshape(g["hr"], g["wr"], cm, n)[:, :, :c_last].reshape(-1, n).copy()
+
+    prev = None
+    for f, width in enumerate(fcs):
+        kk = cp[f"fc{f}_kernel"]
+        kk = unflat(kk)[:, :width] if f == 0 else kk[:prev, :width].copy()
+        out[f"fc{f}"] = {"kernel": kk, "bias": cp[f"fc{f}_bias"][:width].copy()}
+        prev = width
+    if fcs:
+        ok = cp["out_hidden_kernel"][: fcs[-1]].copy()
+    else:
+        ok = unflat(cp["out_flat_kernel"])
+    out["out"] = {"kernel": ok, "bias": cp["out_bias"].copy()}
+    return out
+
+
+def sequential_cost(space: SequentialSpace, arch: Any) -> dict[str, int]:
+    """Exact parameter count and forward FLOPs (2 per multiply-add) of one image."""
+    h, w, _ = space.input_shape
+    convs, c_last, fcs = _trace(space, arch)
+    params = flops = 0
+    for s, l, k, cin, cout in convs:
+        hs, ws = h // 2**s, w // 2**s
+        params += k * k * cin * cout + cout
+        flops += 2 * hs * ws * k * k * cin * cout
+    hr, wr = space.reduced_shape
+    d = hr * wr * c_last
+    for width in fcs + [space.num_classes]:
+        params += d * width + width
+        flops += 2 * d * width
+        d = width
+    return {"params": int(params), "flops": int(flops)}
+
+
+def arch_seed(arch: Any) -> int:
+    """A stable 31-bit integer of an architecture's codes (for position-independent init keys)."""
+    return zlib.crc32(np.asarray(arch, np.int32).tobytes()) & 0x7FFFFFFF
+
+
+__all__ = [
+    "SequentialChild", "StaticSequential", "static_sequential", "init_sequential",
+    "load_static_sequential", "extract_static_sequential", "sequential_cost", "geometry", "arch_seed",
+    "ACTIVATIONS", "HEAD_OPS",
+]

@@ -1,0 +1,206 @@
+"""Arch-as-data children against exact-size static builds (acceptance item 1), and their parts."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gannas_jax import NB201Space, SequentialSpace
+from gannas_jax.child import (
+    NB201Child,
+    SequentialChild,
+    extract_static_sequential,
+    init_sequential,
+    load_static_nb201,
+    load_static_sequential,
+    make_child,
+    nb201_cost,
+    sequential_cost,
+    static_nb201,
+    static_sequential,
+)
+from gannas_jax.child import ops
+
+N_ARCHS = 50
+# Small widths keep compile and eager static runs quick; every op kind, kernel and width choice
+# of the layout is still exercised (1x1 convs, 3 channel widths incl. the input's, 2 head slots).
+SEQ = SequentialSpace(input_shape=(8, 8, 2), num_classes=5, num_stages=2, slots_per_stage=3,
+                      kernel_sizes=(1, 3, 5), channels=(2, 3, 4), num_fc=2, fc_widths=(6, 8))
+
+
+@pytest.fixture(scope="module")
+def seq_archs():
+    return np.asarray(SEQ.sample(jax.random.key(0), N_ARCHS))
+
+
+@pytest.fixture(scope="module")
+def x_seq():
+    return jax.random.normal(jax.random.key(1), (3, 8, 8, 2))
+
+
+@pytest.mark.parametrize("conv_impl", ["exact", "masked"])
+def test_sequential_matches_static(seq_archs, x_seq, conv_impl):
+    child = SequentialChild(SEQ, conv_impl)
+    apply = jax.jit(lambda p, a, x, train: child.apply({"params": p}, a, x, train), static_argnums=3)
+    n_traces = apply._cache_size() if hasattr(apply, "_cache_size") else None
+    for i, arch in enumerate(seq_archs):
+        static = static_sequential(SEQ, arch)
+        variables = static.init(jax.random.key(100 + i), x_seq)
+        # non-zero biases, so that bias placement is checked too
+        variables = jax.tree.map(lambda a: a + 0.1, variables)
+        params = load_static_sequential(SEQ, arch, variables["params"])
+        for train in (False, True):
+            want = static.apply(variables, x_seq, train=train)
+            got = apply(params, jnp.asarray(arch), x_seq, train)
+            np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=SEQ.to_string(arch))
+        back = extract_static_sequential(SEQ, arch, params)
+        chex.assert_trees_all_close(back, jax.tree.map(np.asarray, variables["params"]))
+    if n_traces is not None:
+        assert apply._cache_size() == 2  # one program per train flag, for all 50 architectures
+
+
+def test_sequential_init_is_masked_and_exact_scaled(seq_archs, x_seq):
+    """The arch-aware init has the module's structure, zeros outside the exact network, and the
+    exact network's output does not depend on the masked entries."""
+    child = SequentialChild(SEQ, "exact")
+    template = child.init(jax.random.key(0), seq_archs[0], x_seq)["params"]
+    init = jax.jit(lambda k, a: init_sequential(SEQ, k, a))
+    for i, arch in enumerate(seq_archs[:10]):
+        params = init(jax.random.key(i), jnp.asarray(arch))
+        chex.assert_trees_all_equal_shapes(params, template)
+        # round trip through the static layout keeps everything: nothing lives outside it
+        static = extract_static_sequential(SEQ, arch, params)
+        again = load_static_sequential(SEQ, arch, static)
+        chex.assert_trees_all_close(again, jax.tree.map(np.asarray, params))
+        assert sum(int(np.count_nonzero(v)) for v in jax.tree.leaves(static)) > 0
+    # fan-in scaling: a 5x5 conv from the 2-channel input has std ~ 1/sqrt(50)
+    arch = SEQ.from_string("[conv5x5-4] [] []")
+    p = init(jax.random.key(3), jnp.asarray(arch))
+    w = np.asarray(p["stage0_kernel"][0, :, :, :2, :4])
+    assert abs(w.std() - 1 / np.sqrt(50)) < 0.05
+    assert np.count_nonzero(p["stage0_kernel"][0]) == w.size
+
+
+def test_sequential_noncanonical_codes_equal_canonical(x_seq):
+    """The child canonicalizes internally: codes with holes give the canonical network's output."""
+    child = SequentialChild(SEQ, "exact")
+    canon = SEQ.from_string("[conv3x3-4 relu] [max_pool] [fc8-tanh]")
+    holes = np.array(canon)
+    stage, head = SEQ.split(holes)
+    stage = stage.copy()
+    stage[0] = stage[0][[2, 0, 1]]  # an empty slot first
+    head = head.copy()[[1, 0]]
+    holes = np.concatenate([stage.reshape(-1), head.reshape(-1)])
+    params = child.init(jax.random.key(0), canon, x_seq)["params"]
+    a = child.apply({"params": params}, canon, x_seq)
+    b = child.apply({"params": params}, holes, x_seq)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_sequential_cost_matches_static_param_count(seq_archs, x_seq):
+    for arch in seq_archs[:10]:
+        v = static_sequential(SEQ, arch).init(jax.random.key(0), x_seq)
+        n = sum(int(np.size(a)) for a in jax.tree.leaves(v["params"]))
+        assert sequential_cost(SEQ, arch)["params"] == n
+
+
+NB = NB201Space()
+NB_KW = dict(channels=3, cells=1, num_classes=4)
+
+
+@pytest.fixture(scope="module")
+def nb_setup():
+    x = jax.random.normal(jax.random.key(2), (4, 8, 8, 3))
+    archs = np.asarray(NB.sample(jax.random.key(5), N_ARCHS))
+    child = NB201Child(NB, **NB_KW)
+    template = child.init(jax.random.key(0), archs[0], x)
+    apply = jax.jit(lambda v, a, x, train: child.apply(v, a, x, train=train, mutable=["batch_stats"]),
+                    static_argnums=3)
+    return x, archs, template, apply
+
+
+def test_nb201_matches_static(nb_setup):
+    x, archs, template, apply = nb_setup
+    for i, arch in enumerate(archs):
+        static = static_nb201(NB, arch, **NB_KW)
+        v = static.init(jax.random.key(10 + i), x)
+        # non-trivial running statistics, so inference mode is a real check
+        stats = jax.tree.map(lambda s: s + jax.random.uniform(jax.random.key(i), s.shape), v["batch_stats"])
+        v = {"params": v["params"], "batch_stats": stats}
+        cv = load_static_nb201(NB, arch, v, template)
+        for train in (False, True):
+            want, want_stats = static.apply(v, x, train=train, mutable=["batch_stats"])
+            got, got_stats = apply(cv, jnp.asarray(arch), x, train)
+            np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=f"{NB.to_string(arch)} train={train}")
+            if train:  # updated running stats of the stem and of the last BN agree too
+                for name in ("stem_bn", "last_bn"):
+                    np.testing.assert_allclose(got_stats["batch_stats"][name + "_mean"],
+                                               want_stats["batch_stats"][name]["mean"], atol=1e-5)
+
+
+def test_nb201_untaken_ops_keep_their_stats(nb_setup):
+    x, _, template, apply = nb_setup
+    arch = NB.from_string("|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|")
+    _, upd = apply(template, jnp.asarray(arch), x, True)
+    new, old = upd["batch_stats"], template["batch_stats"]
+    # edge 0 runs its 3x3 BN only; edge 5 its 1x1 BN only; the other edges touch neither
+    for e in range(6):
+        changed3 = not np.allclose(new["cells0_bn3_mean"][0, e], old["cells0_bn3_mean"][0, e])
+        changed1 = not np.allclose(new["cells0_bn1_mean"][0, e], old["cells0_bn1_mean"][0, e])
+        assert changed3 == (e == 0) and changed1 == (e == 5), e
+
+
+def test_nb201_cost():
+    arch = NB.from_string("|none~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|")
+    c0 = nb201_cost(NB, arch, 16, 5, 10)
+    arch3 = NB.from_string("|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|skip_connect~2|")
+    c3 = nb201_cost(NB, arch3, 16, 5, 10)
+    # one 3x3 edge per cell: 5 cells x (9*16*16 + 32) params in stage 0, likewise at 32 and 64
+    assert c3["params"] - c0["params"] == 5 * sum(9 * c * c + 2 * c for c in (16, 32, 64))
+    assert c3["flops"] > c0["flops"]
+
+
+def test_masked_batch_norm_equals_bn_of_live_channels():
+    x = jax.random.normal(jax.random.key(0), (4, 3, 3, 6)) * 2 + 1
+    mask = jnp.arange(6) < 4
+    xm = jnp.where(mask.reshape(1, 1, 1, 6), x, 0.0)
+    scale, bias = jnp.linspace(0.5, 1.5, 6), jnp.linspace(-1, 1, 6)
+    mean, var = jnp.full((6,), 0.3), jnp.full((6,), 2.0)
+    for train in (True, False):
+        y, m, v = ops.batch_norm(xm, scale, bias, mean, var, train, mask=mask)
+        y4, m4, v4 = ops.batch_norm(x[..., :4], scale[:4], bias[:4], mean[:4], var[:4], train)
+        np.testing.assert_allclose(y[..., :4], y4, atol=1e-6)
+        assert np.all(np.asarray(y[..., 4:]) == 0)
+        np.testing.assert_allclose(m[:4], m4, atol=1e-6)
+        np.testing.assert_allclose(m[4:], mean[4:])
+        np.testing.assert_allclose(v[4:], var[4:])
+
+
+def test_conv_custom_gradient_matches_autodiff():
+    x = jax.random.normal(jax.random.key(0), (2, 5, 6, 3))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+    ref = lambda x, w: jnp.sum(jnp.tanh(jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+    got = jax.grad(lambda x, w: jnp.sum(jnp.tanh(ops.conv_same(x, w))), (0, 1))(x, w)
+    want = jax.grad(ref, (0, 1))(x, w)
+    chex.assert_trees_all_close(got, want, atol=1e-4)
+
+
+def test_pools_match_flax():
+    import flax.linen as nn
+
+    x = jax.random.normal(jax.random.key(0), (2, 5, 5, 3))
+    pad = ((1, 1), (1, 1))
+    np.testing.assert_allclose(ops.max_pool_same(x), nn.max_pool(x, (3, 3), padding=pad), atol=1e-6)
+    np.testing.assert_allclose(ops.avg_pool_same(x), nn.avg_pool(x, (3, 3), padding=pad), atol=1e-6)
+    np.testing.assert_allclose(ops.avg_pool_same(x, count_include_pad=False),
+                               nn.avg_pool(x, (3, 3), padding=pad, count_include_pad=False), atol=1e-6)
+    np.testing.assert_allclose(ops.max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)), atol=1e-6)
+
+
+def test_make_child_rejects_mismatched_space():
+    with pytest.raises(ValueError, match="input"):
+        make_child(SequentialSpace(), (28, 28, 1), 10)
+    with pytest.raises(ValueError, match="conv_impl"):
+        make_child(SequentialSpace(), (8, 8, 1), 10, conv_impl="fast")
