@@ -13,6 +13,23 @@ __all__ = ["EvalResult", "Evaluator", "NB201Space", "SequentialSpace", "Space", 
            "__version__"]
 
 # --- adversarial core (gan/, decode.py): imports and `__all__ += [...]` go below this line ---
+from gannas_jax.decode import DECODE_MODES, decode, decode_one
+from gannas_jax.gan import (
+    LOSSES,
+    Discriminator,
+    GanConfig,
+    GanState,
+    Generator,
+    discriminate,
+    fit_gan,
+    gan_step,
+    generate,
+    init_gan,
+)
+
+__all__ += ["DECODE_MODES", "Discriminator", "GanConfig", "GanState", "Generator", "LOSSES", "decode",
+            "decode_one", "discriminate", "fit_gan", "gan_step", "generate", "init_gan"]
+
 
 # --- children, evaluation, parallelism, data (child/, evaluate/, parallel.py, data.py) ---
 

@@ -1,0 +1,254 @@
+"""Adversarial training steps/s: gannas_jax's compiled ``fit_gan`` against the PyTorch original.
+
+Run through the dispatcher:
+
+  python scripts/bench_torch.py gan                      # both spaces, markdown table
+  python scripts/bench_torch.py gan --out bench_gan.json --repeats 7 --steps 1000
+
+The PyTorch side is a faithful port of the original sketch's training loop: a generator MLP
+``z (100) -> 256 (ReLU) -> one-hot size (sigmoid)``, a discriminator MLP
+``one-hot size -> 256 (LeakyReLU 0.2) -> 1 (sigmoid)``, BCE, Adam 2e-4 (betas 0.5, 0.999) for
+both, batch 64, and per step one discriminator update (``D(real)`` and ``D(fake.detach())``)
+followed by one generator update (``D(fake)`` against label 1). The one-hot size is the space's
+dense encoding ``V * Cmax``. Real batches are drawn uniformly from a fixed real set, as in
+``fit_gan``.
+
+The JAX side is ``fit_gan`` with the same sizes (``GanConfig`` defaults, learning rates set to
+2e-4, straight-through Gumbel-softmax, non-saturating loss) running ``--steps`` steps per call.
+Both sides are timed on the same machine in the same process with ``time.perf_counter``, JAX
+after ``block_until_ready`` and excluding compilation (reported separately). Repeats interleave
+the two sides (alternating which goes first) and the script reports medians. Torch is imported
+only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+SPACES = ("nb201", "sequential")
+
+
+def _make_space(name):
+    from gannas_jax import NB201Space, SequentialSpace
+
+    return NB201Space() if name == "nb201" else SequentialSpace()
+
+
+# --- PyTorch: the original loop -------------------------------------------------------------------
+
+class TorchGan:
+    """The original PyTorch GAN loop, ported faithfully (sizes as in the module docstring)."""
+
+    def __init__(self, real_onehot, z_dim=100, hidden=256, batch_size=64, lr=2e-4, seed=0):
+        import torch
+        from torch import nn
+
+        torch.manual_seed(seed)
+        self.torch = torch
+        out = real_onehot.shape[1]
+        self.generator = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, out), nn.Sigmoid())
+        self.discriminator = nn.Sequential(nn.Linear(out, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1),
+                                           nn.Sigmoid())
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.criterion = nn.BCELoss()
+        self.real = torch.as_tensor(real_onehot, dtype=torch.float32)
+        self.z_dim, self.batch_size = z_dim, batch_size
+        self.ones = torch.ones(batch_size, 1)
+        self.zeros = torch.zeros(batch_size, 1)
+
+    def step(self):
+        torch, b = self.torch, self.batch_size
+        real = self.real[torch.randint(0, self.real.shape[0], (b,))]
+        fake = self.generator(torch.randn(b, self.z_dim))
+        # Discriminator: real -> 1, detached fake -> 0.
+        self.opt_d.zero_grad()
+        d_loss = (self.criterion(self.discriminator(real), self.ones)
+                  + self.criterion(self.discriminator(fake.detach()), self.zeros))
+        d_loss.backward()
+        self.opt_d.step()
+        # Generator: fool the updated discriminator.
+        self.opt_g.zero_grad()
+        g_loss = self.criterion(self.discriminator(fake), self.ones)
+        g_loss.backward()
+        self.opt_g.step()
+        return d_loss, g_loss
+
+    def run(self, num_steps):
+        for _ in range(num_steps):
+            d_loss, g_loss = self.step()
+        return float(d_loss), float(g_loss)
+
+
+# --- JAX -------------------------------------------------------------------------------------------
+
+class JaxGan:
+    """``fit_gan`` with the benchmark's sizes."""
+
+    def __init__(self, space, real_archs, seed=0):
+        import jax
+
+        from gannas_jax import GanConfig, init_gan
+
+        self.jax = jax
+        self.config = GanConfig(z_dim=100, g_hidden=(256,), d_hidden=(256,), batch_size=64,
+                                g_learning_rate=2e-4, d_learning_rate=2e-4, n_critic=1, d_spectral_norm=False,
+                                loss="nonsaturating", generator_mode="straight_through")
+        self.state = init_gan(jax.random.key(seed), space, self.config)
+        self.real = real_archs
+        self.calls = 0
+
+    def run(self, num_steps):
+        from gannas_jax import fit_gan
+
+        # Always from the same initial state: every timed call does identical work.
+        key = self.jax.random.fold_in(self.jax.random.key(1), self.calls)
+        self.calls += 1
+        state, metrics = fit_gan(self.state, self.real, key, num_steps)
+        self.jax.block_until_ready((state, metrics))
+        return float(metrics["d_loss"][-1]), float(metrics["g_loss"][-1])
+
+
+def _macs_per_step(onehot_size, z_dim=100, hidden=256, batch=64):
+    """Multiply-adds of one step of the dense MLPs (forward + backward), for FLOP/s figures."""
+    g = z_dim * hidden + hidden * onehot_size
+    d = onehot_size * hidden + hidden
+    # G: forward + backward (weight grads for both layers, input grad for the second only).
+    g_total = batch * (g + g + hidden * onehot_size)
+    # D update on 2*batch rows: forward + weight grads + input grad of the second layer; the
+    # generator update: forward on batch rows + input grads of both layers.
+    d_total = 2 * batch * (d + d + hidden) + batch * (d + d)
+    return g_total + d_total
+
+
+def _timed(fn, num_steps):
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn(num_steps)
+    wall = time.perf_counter() - t0
+    return wall, (time.process_time() - c0) / wall
+
+
+def bench_space(name, args, log):
+    import jax
+    import numpy as np
+
+    space = _make_space(name)
+    real = np.asarray(space.sample(jax.random.key(args.seed), args.num_real))
+    onehot = np.asarray(space.onehot(real)).reshape(len(real), -1)
+    torch_gan = TorchGan(onehot, seed=args.seed)
+    jax_gan = JaxGan(space, real, seed=args.seed)
+
+    t0 = time.perf_counter()
+    jax_gan.run(args.steps)  # compiles
+    first_call = time.perf_counter() - t0
+    jax_gan.run(args.steps)
+    torch_gan.run(args.warmup_steps)
+
+    jax_times, torch_times, jax_cpu, torch_cpu, loads = [], [], [], [], []
+    for r in range(args.repeats):
+        loads.append(os.getloadavg()[0])
+        order = (("jax", jax_gan), ("torch", torch_gan))
+        for side, gan in (order if r % 2 == 0 else order[::-1]):
+            wall, cpu = _timed(gan.run, args.steps)
+            (jax_times if side == "jax" else torch_times).append(wall)
+            (jax_cpu if side == "jax" else torch_cpu).append(cpu)
+        log(f"  {name} repeat {r}: jax {args.steps / jax_times[-1]:8.1f} steps/s, "
+            f"torch {args.steps / torch_times[-1]:8.1f} steps/s, load {loads[-1]:.2f}")
+    steady = statistics.median(jax_times)
+    jax_sps = args.steps / steady
+    torch_sps = args.steps / statistics.median(torch_times)
+    paired = [t / j for j, t in zip(jax_times, torch_times)]
+    macs = _macs_per_step(onehot.shape[1])
+    return {
+        "space": name,
+        "onehot_size": int(onehot.shape[1]),
+        "steps_per_call": args.steps,
+        "jax_steps_per_s": jax_sps,
+        "torch_steps_per_s": torch_sps,
+        "ratio": jax_sps / torch_sps,
+        "paired_ratio_median": statistics.median(paired),
+        "jax_compile_s": max(first_call - steady, 0.0),
+        "jax_first_call_s": first_call,
+        "jax_wall_s": jax_times,
+        "torch_wall_s": torch_times,
+        "jax_cpu_per_wall": jax_cpu,
+        "torch_cpu_per_wall": torch_cpu,
+        "loadavg_1min": loads,
+        "dense_macs_per_step": macs,
+        "jax_gflops": 2 * macs * jax_sps / 1e9,
+        "torch_gflops": 2 * macs * torch_sps / 1e9,
+    }
+
+
+def markdown(results):
+    lines = [
+        "| space | one-hot size | JAX steps/s | PyTorch steps/s | ratio (medians) | paired ratio | "
+        "JAX compile (s) | JAX GFLOP/s | load (1-min avg) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['space']} | {r['onehot_size']} | {r['jax_steps_per_s']:.0f} | {r['torch_steps_per_s']:.0f} | "
+            f"{r['ratio']:.2f} | {r['paired_ratio_median']:.2f} | {r['jax_compile_s']:.1f} | "
+            f"{r['jax_gflops']:.1f} | {min(r['loadavg_1min']):.1f}-{max(r['loadavg_1min']):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench_torch.py gan", description=__doc__.split("\n")[0])
+    parser.add_argument("--spaces", default=",".join(SPACES), help=f"comma-separated, from {SPACES}")
+    parser.add_argument("--steps", type=int, default=1000, help="steps per timed call")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved timed repeats per side")
+    parser.add_argument("--warmup-steps", type=int, default=200, help="untimed PyTorch warm-up steps")
+    parser.add_argument("--num-real", type=int, default=64, help="size of the real set")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch.set_num_threads (0: leave PyTorch's default, one per core)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    spaces = [s.strip() for s in args.spaces.split(",") if s.strip()]
+    unknown = [s for s in spaces if s not in SPACES]
+    if unknown or not spaces:
+        parser.error(f"unknown spaces {unknown}; choose from {SPACES}")
+    if args.steps < 1 or args.repeats < 1:
+        parser.error("--steps and --repeats must be positive")
+
+    import jax
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    log(f"load average before: {os.getloadavg()}")
+    results = [bench_space(s, args, log) for s in spaces]
+    print(markdown(results))
+    print()
+    print(f"Medians of {args.repeats} interleaved repeats of {args.steps} steps; JAX compile excluded. "
+          f"{os.cpu_count()} CPUs; torch threads {torch.get_num_threads()}; load average after "
+          f"{tuple(round(x, 2) for x in os.getloadavg())}. GFLOP/s counts the dense MLP multiply-adds only.")
+    if args.out:
+        payload = {
+            "results": results,
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                        "processor": platform.processor()},
+            "versions": {"jax": jax.__version__, "torch": torch.__version__, "python": platform.python_version()},
+            "torch_threads": torch.get_num_threads(),
+            "args": vars(args),
+        }
+        with open(args.out, "w") as f:
+            json.dump(payload, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
