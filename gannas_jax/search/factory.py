@@ -1,0 +1,121 @@
+"""Builds algorithms and evaluators from an ``ml_collections`` config (see ``configs/``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from gannas_jax.evaluate.base import Evaluator
+from gannas_jax.search.base import Algorithm, RandomSearch, RegularizedEvolution, SearchError
+from gannas_jax.spaces import NB201Space, SequentialSpace, Space
+
+ALGORITHMS = ("ganas", "random", "evolution")
+EVALUATORS = ("tabular", "training")
+
+
+def dataclass_defaults(cls):
+    """An ``ml_collections.ConfigDict`` of every field of dataclass ``cls`` with its default, so
+    that config files expose each setting to ``--config.x=y`` overrides."""
+    import ml_collections
+
+    defaults = cls()
+    return ml_collections.ConfigDict({f.name: getattr(defaults, f.name) for f in dataclasses.fields(cls)})
+
+
+def _as_dict(c: Any) -> dict:
+    return c.to_dict() if hasattr(c, "to_dict") else dict(c)
+
+
+def _fields(cls, values: dict, where: str) -> dict:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise SearchError(f"unknown {where} setting(s) {unknown}; known: {sorted(names)}")
+    return values
+
+
+def build_space(config) -> Space:
+    if config.evaluator == "tabular":
+        return NB201Space()
+    kwargs = _as_dict(config.get("space", {}))
+    for k in ("input_shape", "kernel_sizes", "channels", "fc_widths"):
+        if k in kwargs:
+            kwargs[k] = tuple(kwargs[k])
+    return SequentialSpace(**_fields(SequentialSpace, kwargs, "space"))
+
+
+def build_evaluator(config, space: Space | None = None) -> Evaluator:
+    """The evaluator named by ``config.evaluator``."""
+    if config.evaluator not in EVALUATORS:
+        raise SearchError(f"unknown evaluator {config.evaluator!r}; expected one of {list(EVALUATORS)}")
+    space = space or build_space(config)
+    if config.evaluator == "tabular":
+        from gannas_jax.evaluate.tabular import TabularEvaluator
+
+        return TabularEvaluator(config.dataset, config.get("benchmark_dir") or None)
+    from gannas_jax.evaluate.training import TrainConfig, TrainingEvaluator
+
+    train = _fields(TrainConfig, _as_dict(config.get("train", {})), "train")
+    return TrainingEvaluator(space, config.dataset, TrainConfig(**train))
+
+
+def build_algorithm(config, space: Space) -> Algorithm:
+    """The algorithm named by ``config.algorithm`` with its sub-config."""
+    name = config.algorithm
+    if name not in ALGORITHMS:
+        raise SearchError(f"unknown algorithm {name!r}; expected one of {list(ALGORITHMS)}")
+    settings = _as_dict(config.get(name, {}))
+    if name == "random":
+        return RandomSearch(space, **_fields(RandomSearch, settings, name))
+    if name == "evolution":
+        return RegularizedEvolution(space, **_fields(RegularizedEvolution, settings, name))
+    from gannas_jax.gan import GanConfig
+    from gannas_jax.search.ganas import GanNas
+
+    gan = settings.pop("gan", {})
+    gan = GanConfig(**_fields(GanConfig, {k: tuple(v) if isinstance(v, list) else v for k, v in gan.items()}, "ganas.gan"))
+    return GanNas(space, gan=gan, **_fields(GanNas, settings, name))
+
+
+def build(config) -> tuple[Algorithm, Evaluator]:
+    """``(algorithm, evaluator)`` for a search config."""
+    space = build_space(config)
+    algorithm = build_algorithm(config, space)
+    return algorithm, build_evaluator(config, space)
+
+
+def training_config(dataset: str, budget: int, space: dict, train: dict | None = None,
+                    population: int = 16):
+    """The config of a training-based search: one place for what digits, mnist and cifar10 share.
+
+    Args:
+      dataset: a name known to :func:`gannas_jax.data.load_dataset`.
+      budget: unique architectures to train.
+      space: :class:`SequentialSpace` arguments.
+      train: :class:`TrainConfig` overrides.
+      population: children trained together, and so the queries per iteration of every
+        algorithm.
+    """
+    import ml_collections
+
+    from gannas_jax.evaluate.training import TrainConfig
+    from gannas_jax.gan import GanConfig
+
+    c = ml_collections.ConfigDict()
+    c.evaluator = "training"
+    c.dataset = dataset
+    c.algorithm = "ganas"  # ganas | random | evolution
+    c.budget = budget
+    c.seed = 0
+    c.space = ml_collections.ConfigDict(space)
+    c.train = dataclass_defaults(TrainConfig)
+    c.train.update(dict(train or {}, population=population))
+
+    c.ganas = ml_collections.ConfigDict(dict(
+        batch_size=population, num_init=2 * population, top_k=max(4, population // 2),
+        gan_steps=300, num_candidates=2000, num_mutants=0, reinit=False))
+    c.ganas.gan = dataclass_defaults(GanConfig)
+    c.random = ml_collections.ConfigDict({"batch_size": population})
+    c.evolution = ml_collections.ConfigDict(
+        {"batch_size": population, "population_size": 2 * population, "tournament_size": population // 2})
+    return c

@@ -1,0 +1,104 @@
+"""GAN-NAS (in the style of GA-NAS, Rezaei et al., IJCAI 2021) as an ask/tell algorithm.
+
+Each iteration after a random warm-up:
+  1. the real set is the top-k of everything evaluated so far;
+  2. the GAN is fitted to it (continuing from the previous iteration, or re-initialized);
+  3. the generator proposes many candidates; those already evaluated (and repeats) are dropped;
+  4. the discriminator ranks the rest, and the best ``batch_size`` are evaluated.
+
+If the generator has collapsed so far that too few unseen candidates remain, the batch is filled
+with one-variable mutations of the real set (ranked by the discriminator too), then with random
+architectures, so every query is new.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from gannas_jax.gan import GanConfig, discriminate, fit_gan, generate, init_gan
+from gannas_jax.search.base import Algorithm, SearchError, State, host_rng, mutate_host
+
+
+@dataclasses.dataclass(frozen=True)
+class GanNas(Algorithm):
+    """GAN-based NAS.
+
+    Attributes:
+      batch_size: architectures evaluated per iteration (b).
+      num_init: random architectures evaluated before the first GAN fit.
+      top_k: size of the real set (k).
+      gan_steps: adversarial steps per iteration.
+      num_candidates: generator samples per iteration, before deduplication.
+      num_mutants: one-variable mutants of the real set added to the candidate pool (0: the pool
+        is the generator's alone, as in GA-NAS).
+      reinit: re-initialize the GAN every iteration instead of continuing to train it.
+      gan: the GAN's settings.
+    """
+
+    batch_size: int = 10
+    num_init: int = 30
+    top_k: int = 10
+    gan_steps: int = 300
+    num_candidates: int = 1000
+    num_mutants: int = 0
+    reinit: bool = False
+    gan: GanConfig = dataclasses.field(default_factory=GanConfig)
+
+    name = "ganas"
+
+    def __post_init__(self):
+        super().__post_init__()
+        for field in ("num_init", "top_k", "gan_steps", "num_candidates"):
+            v = getattr(self, field)
+            if not isinstance(v, int) or v < 1:
+                raise SearchError(f"ganas: {field} must be a positive int, got {v!r}")
+        if self.num_mutants < 0:
+            raise SearchError(f"ganas: num_mutants must be >= 0, got {self.num_mutants}")
+
+    def init(self, key: jax.Array, budget: int) -> State:
+        state = super().init(key, budget)
+        state["gan"] = init_gan(key, self.space, self.gan)
+        return state
+
+    def ask(self, key: jax.Array, state: State) -> tuple[np.ndarray, State]:
+        k_init, k_fit, k_gen, k_host = jax.random.split(key, 4)
+        rng = host_rng(k_host)
+        seen = self.seen(state)
+        n = self.batch(state)
+        count = int(state["count"])
+        if count < self.num_init:
+            return self.random_novel(rng, seen, min(n, self.num_init - count)), state
+
+        real = self.top(state, self.top_k)
+        gan = init_gan(k_init, self.space, self.gan) if self.reinit else state["gan"]
+        try:
+            gan, _ = fit_gan(gan, real, k_fit, self.gan_steps)
+        except FloatingPointError:
+            # A long-trained GAN can still diverge; the search goes on from a fresh one (the
+            # same key gives the same restart, so runs stay reproducible).
+            gan, _ = fit_gan(init_gan(k_init, self.space, self.gan), real, k_fit, self.gan_steps)
+        state = dict(state, gan=gan)
+
+        pool = [np.asarray(generate(gan, k_gen, self.num_candidates))]
+        if self.num_mutants:
+            parents = real[rng.integers(0, len(real), size=self.num_mutants)]
+            pool.append(mutate_host(self.space, rng, parents))
+        cands = self.take_novel(np.concatenate(pool), set(seen), len(np.concatenate(pool)))
+        if len(cands) < n:  # collapse: top up with mutants of the real set, then random
+            extra = mutate_host(self.space, rng, real[rng.integers(0, len(real), size=8 * n)])
+            cands = np.concatenate([cands, self.take_novel(extra, seen | _keys(cands), n - len(cands))])
+        if len(cands) > n:
+            logits = np.asarray(discriminate(gan, cands))
+            cands = cands[np.argsort(-logits, kind="stable")[:n]]
+        if len(cands) < n:
+            cands = np.concatenate([cands, self.random_novel(rng, seen | _keys(cands), n - len(cands))])
+        if len(cands) != n:
+            raise SearchError(f"ganas: produced {len(cands)} of {n} architectures")
+        return cands, state
+
+
+def _keys(archs: np.ndarray) -> set[bytes]:
+    return {r.tobytes() for r in np.ascontiguousarray(archs, dtype=np.int32)}

@@ -1,0 +1,160 @@
+"""NAS-Bench-201 benchmark: S seeds of every algorithm on each dataset, at several budgets.
+
+Usage:
+  python scripts/bench_nb201.py --datasets cifar10 --seeds 30 --out results/nb201
+
+Each (algorithm, seed) runs once to the largest budget; the smaller budgets read its first queries.
+That equals separate runs at each budget, because no algorithm's asks depend on the budget left
+(the last batch is only cut short). Settings come from configs/nb201.py, as for scripts/search.py,
+and can be overridden with --set ganas.top_k=10 (repeatable).
+
+Writes <out>.md (the markdown table, also printed), <out>.json (every run's best-so-far curves)
+and <out>.png (mean regret against queries).
+"""
+
+import argparse
+import ast
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from configs import nb201 as nb201_config  # noqa: E402
+from gannas_jax.evaluate.tabular import NB201Table, TabularEvaluator  # noqa: E402
+from gannas_jax.search import run_search  # noqa: E402
+from gannas_jax.search.factory import ALGORITHMS, build_algorithm  # noqa: E402
+from gannas_jax.spaces import NB201Space  # noqa: E402
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="cifar10", help="comma list of cifar10, cifar100, ImageNet16-120")
+    p.add_argument("--algorithms", default=",".join(ALGORITHMS))
+    p.add_argument("--seeds", type=int, default=30)
+    p.add_argument("--budgets", default="50,100,150,300")
+    p.add_argument("--benchmark-dir", default=None, help="default: $GANNAS_NB201_DIR")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. ganas.top_k=10")
+    p.add_argument("--out", default=None, help="output path prefix (writes .md, .json, .png)")
+    return p.parse_args(argv)
+
+
+def run_curves(config, table: NB201Table, seeds: int, budget: int, bar) -> dict[str, np.ndarray]:
+    """Best-so-far validation score and its test score, ``float64[seeds, budget]`` each."""
+    algorithm = build_algorithm(config, NB201Space())
+    best_val = np.zeros((seeds, budget))
+    best_test = np.zeros((seeds, budget))
+    for s in range(seeds):
+        res = run_search(algorithm, TabularEvaluator(table=table), budget, None, s, progress=False)
+        arg = np.zeros(budget, int)  # index of the best query so far
+        for q in range(1, budget):
+            arg[q] = q if res.scores[q] > res.scores[arg[q - 1]] else arg[q - 1]
+        best_val[s], best_test[s] = res.scores[arg], res.tests[arg]
+        bar.update(1)
+    return {"val": best_val, "test": best_test}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from tqdm.auto import tqdm
+
+    budgets = sorted(int(b) for b in args.budgets.split(","))
+    datasets = args.datasets.split(",")
+    algorithms = args.algorithms.split(",")
+    base = nb201_config.get_config()
+    for item in args.set:
+        k, _, v = item.partition("=")
+        try:
+            v = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            pass
+        node = base
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+
+    rows, curves, opt = [], {}, {}
+    t_start = time.perf_counter()
+    bar = tqdm(total=len(datasets) * len(algorithms) * args.seeds, desc="nb201 bench", unit="run")
+    for ds in datasets:
+        table = NB201Table.load(ds, args.benchmark_dir)
+        opt[ds] = table.best_valid
+        for algo in algorithms:
+            config = base.copy_and_resolve_references()
+            config.algorithm = algo
+            t0 = time.perf_counter()
+            c = run_curves(config, table, args.seeds, budgets[-1], bar)
+            secs = time.perf_counter() - t0
+            curves[(ds, algo)] = c
+            for b in budgets:
+                v, t = c["val"][:, b - 1], c["test"][:, b - 1]
+                rows.append({"dataset": ds, "algorithm": algo, "budget": b,
+                             "val_mean": v.mean(), "val_std": v.std(), "test_mean": t.mean(),
+                             "test_std": t.std(), "regret": (table.best_valid - v).mean(),
+                             "hit_rate": float(np.mean(v >= table.best_valid - 1e-9)),
+                             "seconds": secs})
+    bar.close()
+    total = time.perf_counter() - t_start
+
+    lines = [f"NAS-Bench-201, {args.seeds} seeds; best validation accuracy (%) found within the budget, "
+             "the test accuracy of that architecture, mean regret to the best validation accuracy in the "
+             "table, and the share of seeds that found that optimum.", "",
+             "| dataset | algorithm | budget | best val (mean ± std) | its test (mean ± std) | regret | hit rate |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['dataset']} | {r['algorithm']} | {r['budget']} | {r['val_mean']:.2f} ± {r['val_std']:.2f} "
+                     f"| {r['test_mean']:.2f} ± {r['test_std']:.2f} | {r['regret']:.3f} | {r['hit_rate']:.0%} |")
+    lines.append("")
+    lines.append(f"Optimum (best validation accuracy): " + ", ".join(f"{d} {v:.2f}" for d, v in opt.items())
+                 + f". Total wall time {total:.0f} s.")
+    table_md = "\n".join(lines)
+    print(table_md)
+
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(table_md + "\n")
+        out.with_suffix(".json").write_text(json.dumps({
+            "seeds": args.seeds, "budgets": budgets, "overrides": args.set, "seconds": total,
+            "rows": rows,
+            "curves": {f"{d}/{a}": {k: v.tolist() for k, v in c.items()} for (d, a), c in curves.items()},
+        }))
+        plot(curves, opt, datasets, algorithms, out.with_suffix(".png"))
+        print(f"wrote {out.with_suffix('.md')}, {out.with_suffix('.json')}, {out.with_suffix('.png')}")
+    return 0
+
+
+def plot(curves, opt, datasets, algorithms, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), dpi=120, squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        for algo in algorithms:
+            regret = opt[ds] - curves[(ds, algo)]["val"]
+            q = np.arange(1, regret.shape[1] + 1)
+            m = regret.mean(0)
+            se = regret.std(0) / np.sqrt(regret.shape[0])
+            ax.plot(q, m, label=algo)
+            ax.fill_between(q, np.maximum(m - se, 0.0), m + se, alpha=0.2)
+        ax.set_yscale("symlog", linthresh=0.01)
+        ax.set_xlabel("queries")
+        ax.set_ylabel("regret (validation accuracy, %)")
+        ax.set_title(f"NAS-Bench-201 {ds}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

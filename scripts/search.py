@@ -1,0 +1,62 @@
+"""Runs one architecture search and writes history, checkpoints, result and plot to a workdir.
+
+Usage:
+  python scripts/search.py --config configs/digits.py --workdir runs/digits
+  python scripts/search.py --config configs/nb201.py --workdir runs/nb201 \
+      --config.dataset=cifar10 --config.algorithm=ganas --config.budget=150 --config.seed=0
+
+Rerunning the same command on the same workdir resumes a killed run. Mistakes (an unknown
+algorithm or dataset, a missing benchmark folder, a bad budget, a workdir of another run, corrupt
+files) are reported in one line with exit code 2; set GANNAS_DEBUG=1 for the traceback.
+"""
+
+import json
+import os
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Search config file (configs/*.py).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for history, checkpoints and results.")
+
+
+def fail(msg: str) -> int:
+    print(f"search.py: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str]) -> int:
+    try:
+        flags.FLAGS(argv)
+    except (flags.Error, ValueError, FileNotFoundError, AttributeError, KeyError) as err:
+        return fail(" ".join(str(err).split()) or type(err).__name__)
+    if _CONFIG.value is None:
+        return fail("--config is required, e.g. --config configs/digits.py")
+    if not _WORKDIR.value:
+        return fail("--workdir is required")
+    config = _CONFIG.value
+
+    from gannas_jax.search import run_search
+    from gannas_jax.search.factory import build
+
+    try:
+        algorithm, evaluator = build(config)
+        result = run_search(algorithm, evaluator, config.budget, _WORKDIR.value, config.seed,
+                            config=config.to_dict())
+    except ValueError as err:
+        if os.environ.get("GANNAS_DEBUG"):
+            raise
+        return fail(" ".join(str(err).split()))
+    space = evaluator.space
+    print(f"best architecture: {result.best_arch}")
+    print(f"  validation accuracy {result.best_score:.2f}%   test accuracy {result.best_test:.2f}%")
+    print(f"  {result.num_queries} queries; mean validation accuracy of all queries "
+          f"{result.scores.mean():.2f}%  (search space size {space.size:,})")
+    print(f"results in {_WORKDIR.value}/: history.jsonl, result.json, progress.png")
+    print(json.dumps(result.summary()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,161 @@
+"""scripts/search.py end to end: the output contract, kill and resume, and bad input."""
+
+import hashlib
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SEARCH = [sys.executable, str(ROOT / "scripts" / "search.py")]
+NB201 = ["--config", str(ROOT / "configs" / "nb201.py"), "--config.dataset=cifar10", "--config.seed=0"]
+
+
+def _env(nb201_dir=None):
+    env = dict(os.environ)
+    if nb201_dir is not None:
+        env["GANNAS_NB201_DIR"] = str(nb201_dir)
+    return env
+
+
+def search(workdir, *extra, nb201_dir=None, config=NB201, check=True):
+    out = subprocess.run([*SEARCH, *config, "--workdir", str(workdir), *extra], capture_output=True,
+                         text=True, env=_env(nb201_dir), cwd=ROOT, timeout=600)
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def nb201_runs(nb201_dir, tmp_path_factory):
+    """One uninterrupted budget-150 run of each algorithm, shared by the tests below."""
+    runs = {}
+    for algo in ("ganas", "random", "evolution"):
+        wd = tmp_path_factory.mktemp(algo)
+        search(wd, f"--config.algorithm={algo}", "--config.budget=150", nb201_dir=nb201_dir)
+        runs[algo] = wd
+    return runs
+
+
+@pytest.mark.parametrize("algo", ["ganas", "random", "evolution"])
+def test_cli_contract(nb201_runs, algo):
+    wd = nb201_runs[algo]
+    lines = (wd / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 150
+    recs = [json.loads(l) for l in lines]
+    assert len({r["arch"] for r in recs}) == 150
+    assert [r["query"] for r in recs] == list(range(150))
+    result = json.loads((wd / "result.json").read_text())
+    assert set(result) == {"best_arch", "best_score", "best_test", "num_queries"}
+    assert result["num_queries"] == 150
+    best = max(recs, key=lambda r: r["score"])
+    assert result["best_arch"] == best["arch"] and result["best_test"] == best["test"]
+    assert (wd / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _lines(path):
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def _run_and_kill(workdir, nb201_dir, at_lines):
+    """Starts the ganas search and SIGKILLs it once history.jsonl has >= at_lines lines."""
+    proc = subprocess.Popen([*SEARCH, *NB201, "--workdir", str(workdir), "--config.algorithm=ganas",
+                             "--config.budget=150"], env=_env(nb201_dir), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while _lines(workdir / "history.jsonl") < at_lines and proc.poll() is None:
+            assert time.time() < deadline, "search made no progress"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return _lines(workdir / "history.jsonl")
+
+
+def test_kill_and_resume_is_bitwise_identical(nb201_runs, nb201_dir, tmp_path):
+    reference = (nb201_runs["ganas"] / "history.jsonl").read_bytes()
+    killed_at = [_run_and_kill(tmp_path, nb201_dir, n) for n in (1, 45, 95)]
+    assert killed_at[-1] < 150, "the run finished before it could be killed"
+    search(tmp_path, "--config.algorithm=ganas", "--config.budget=150", nb201_dir=nb201_dir)
+    assert (tmp_path / "history.jsonl").read_bytes() == reference
+    assert (tmp_path / "result.json").read_text() == (nb201_runs["ganas"] / "result.json").read_text()
+
+
+def _digest(folder):
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def _assert_one_line_error(out, *needles):
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    assert "Traceback" not in out.stderr
+    errors = [l for l in out.stderr.splitlines() if l.startswith("search.py: error:")]
+    assert len(errors) == 1, out.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.mark.parametrize(
+    "extra, needles",
+    [
+        (["--config.algorithm=bayes"], ["unknown algorithm 'bayes'"]),
+        (["--config.dataset=svhn"], ["unknown NAS-Bench-201 dataset 'svhn'"]),
+        (["--config.budget=0"], ["budget must be a positive int"]),
+        (["--config.budget=-5"], ["budget must be a positive int"]),
+        (["--config.benchmark_dir=/nonexistent/nb201"], ["/nonexistent/nb201", "does not exist"]),
+        (["--config.no_such_key=1"], ["no_such_key"]),
+    ],
+)
+def test_bad_input(nb201_dir, tmp_path, extra, needles):
+    out = search(tmp_path / "w", *extra, nb201_dir=nb201_dir, check=False)
+    _assert_one_line_error(out, *needles)
+
+
+def test_missing_benchmark_folder_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "GANNAS_NB201_DIR"}
+    out = subprocess.run([*SEARCH, *NB201, "--workdir", str(tmp_path / "w")], capture_output=True,
+                         text=True, env=env, cwd=ROOT, timeout=300)
+    _assert_one_line_error(out, "GANNAS_NB201_DIR")
+
+
+def test_workdir_of_another_config_is_refused(nb201_runs, nb201_dir):
+    wd = nb201_runs["random"]
+    before = _digest(wd)
+    out = search(wd, "--config.algorithm=evolution", "--config.budget=150", nb201_dir=nb201_dir, check=False)
+    _assert_one_line_error(out, "another config", "algorithm")
+    assert _digest(wd) == before
+
+
+@pytest.mark.parametrize("damage", ["history", "checkpoint"])
+def test_corrupt_files_are_refused(nb201_runs, nb201_dir, tmp_path, damage):
+    import shutil
+
+    wd = tmp_path / "copy"
+    shutil.copytree(nb201_runs["evolution"], wd)
+    if damage == "history":
+        lines = (wd / "history.jsonl").read_text().splitlines()
+        lines[10] = lines[10][: len(lines[10]) // 2]
+        (wd / "history.jsonl").write_text("\n".join(lines) + "\n")
+        needle = "corrupt"
+    else:
+        step = max(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
+        for f in (wd / "checkpoints" / str(step)).rglob("*"):
+            if f.is_file():
+                f.write_bytes(b"garbage")
+        needle = "corrupt checkpoint"
+    before = _digest(wd)
+    out = search(wd, "--config.algorithm=evolution", "--config.budget=150", nb201_dir=nb201_dir, check=False)
+    _assert_one_line_error(out, needle)
+    assert _digest(wd) == before
