@@ -1,0 +1,177 @@
+"""Data and population parallelism for child training.
+
+The per-device training step is written once (:func:`train_step`): with ``axis_name='data'`` it
+averages the loss, the gradients and any BatchNorm statistics with ``lax.pmean`` over the devices
+that share the global batch. Two runners execute it over ``n`` devices:
+
+* :func:`fit_data_parallel` with ``runner='shard_map'`` (default): ``jax.shard_map`` over a
+  ``jax.make_mesh((n,), ('data',))`` mesh; the batch axis is sharded, the state replicated.
+* ``runner='pmap'``: ``jax.pmap`` with ``axis_name='data'`` (maintenance mode since JAX 0.8).
+
+Population parallelism (:func:`population_parallel`) spreads the population axis over devices
+instead: each device trains different children, so there is no communication at all.
+
+On CPU, test with ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` set before JAX starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = "data"
+POP_AXIS = "pop"
+RUNNERS = ("shard_map", "pmap")
+
+
+@flax.struct.dataclass
+class ChildState:
+    """Training state of one child.
+
+    Attributes:
+      params: max-size parameters (pytree).
+      batch_stats: BatchNorm running statistics (pytree, possibly empty).
+      opt_state: optax state of ``params``.
+    """
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def init_state(child, tx: optax.GradientTransformation, key: jax.Array, arch: jax.Array) -> ChildState:
+    """Fresh :class:`ChildState` of one child (traceable in ``key`` and ``arch``)."""
+    v = child.init(key, arch)
+    return ChildState(v["params"], v["batch_stats"], tx.init(v["params"]))
+
+
+def train_step(child, tx: optax.GradientTransformation, state: ChildState, arch: jax.Array,
+               x: jax.Array, y: jax.Array, axis_name: str | None = None) -> tuple[ChildState, jax.Array]:
+    """One optimizer step of one child on its (per-device) batch.
+
+    Args:
+      child: a :class:`gannas_jax.child.Child`.
+      tx: the optimizer.
+      state: the child's state.
+      arch: ``int32[V]``.
+      x: ``float32[b, H, W, C]`` this device's share of the global batch.
+      y: ``int32[b]``.
+      axis_name: the device axis to average over, or None on a single device.
+
+    Returns:
+      ``(new_state, loss)``, the loss averaged over the global batch.
+    """
+
+    def loss_fn(params):
+        logits, stats = child.apply({"params": params, "batch_stats": state.batch_stats}, arch, x, train=True)
+        loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+        return loss, stats
+
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if axis_name is not None:
+        # Equal shares, so the mean of per-device means is the global-batch mean.
+        loss, grads, stats = lax.pmean((loss, grads, stats), axis_name)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return ChildState(params, stats, opt_state), loss
+
+
+def fit(child, tx, state: ChildState, arch: jax.Array, x: jax.Array, y: jax.Array,
+        axis_name: str | None = None) -> tuple[ChildState, jax.Array]:
+    """``lax.scan`` of :func:`train_step` over pre-batched data ``x [steps, b, ...]``, ``y [steps, b]``.
+
+    Returns:
+      ``(final_state, losses [steps])``.
+    """
+
+    def body(st, batch):
+        return train_step(child, tx, st, arch, batch[0], batch[1], axis_name)
+
+    return lax.scan(body, state, (x, y))
+
+
+def fit_data_parallel(child, tx, state: ChildState, arch: jax.Array, x: jax.Array, y: jax.Array, *,
+                      runner: str = "shard_map", devices: list | None = None) -> tuple[ChildState, jax.Array]:
+    """Trains one child with its global batch split over devices.
+
+    Args:
+      child, tx, state, arch: as in :func:`train_step`.
+      x: ``float32[steps, B, H, W, C]`` global batches; ``B`` divisible by the device count.
+      y: ``int32[steps, B]``.
+      runner: ``'shard_map'`` (default) or ``'pmap'``.
+      devices: devices to use (default: all local devices).
+
+    Returns:
+      ``(final_state, losses [steps])``, replicated, equal to single-device :func:`fit` on the
+      same global batches up to float reassociation.
+    """
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
+    devices = list(devices or jax.local_devices())
+    n = len(devices)
+    if x.shape[1] % n:
+        raise ValueError(f"global batch {x.shape[1]} is not divisible by {n} devices")
+
+    def per_device(state, arch, x, y):
+        return fit(child, tx, state, arch, x, y, axis_name=DATA_AXIS)
+
+    if runner == "shard_map":
+        mesh = jax.make_mesh((n,), (DATA_AXIS,), devices=devices)
+        specs = (P(), P(), P(None, DATA_AXIS), P(None, DATA_AXIS))
+        # check_vma=False: gradients are averaged explicitly by the pmean in train_step.
+        f = jax.shard_map(per_device, mesh=mesh, in_specs=specs, out_specs=(P(), P()), check_vma=False)
+        args = [jax.device_put(a, NamedSharding(mesh, spec)) for a, spec in zip((state, arch, x, y), specs)]
+        return jax.jit(f)(*args)
+    steps, b = x.shape[:2]
+
+    def split(a):  # [steps, B, ...] -> [n, steps, B/n, ...]
+        return jnp.moveaxis(a.reshape((steps, n, b // n) + a.shape[2:]), 1, 0)
+
+    f = jax.pmap(per_device, axis_name=DATA_AXIS, in_axes=(None, None, 0, 0), devices=devices)
+    out_state, losses = f(state, arch, split(x), split(y))
+    return jax.tree.map(lambda a: a[0], out_state), losses[0]
+
+
+def population_parallel(fn: Callable, n_devices: int | None = None, devices: list | None = None) -> Callable:
+    """Spreads a population function over devices along the leading axis of every argument.
+
+    ``fn(*args)`` maps arrays with a leading population axis ``P`` to outputs with the same leading
+    axis. The result runs ``fn`` on ``P / n`` members per device through ``jax.shard_map``, with
+    no communication (each device trains its own children). Arguments without a population axis
+    must be closed over by ``fn``.
+
+    Args:
+      fn: the population function.
+      n_devices: number of devices (default: all of ``devices``).
+      devices: devices (default: local devices).
+
+    Returns:
+      The sharded function (not jitted; jit it at the boundary).
+    """
+    devices = list(devices or jax.local_devices())
+    if n_devices is not None:
+        devices = devices[:n_devices]
+    mesh = jax.make_mesh((len(devices),), (POP_AXIS,), devices=devices)
+    sharded = jax.shard_map(fn, mesh=mesh, in_specs=P(POP_AXIS), out_specs=P(POP_AXIS), check_vma=False)
+    sharding = NamedSharding(mesh, P(POP_AXIS))
+
+    def run(*args):
+        return sharded(*jax.tree.map(lambda a: jax.reshard(a, sharding), args))
+
+    return run
+
+
+def num_devices() -> int:
+    """Local device count."""
+    return jax.local_device_count()
+
+
+__all__ = ["ChildState", "init_state", "train_step", "fit", "fit_data_parallel", "population_parallel",
+           "DATA_AXIS", "POP_AXIS", "RUNNERS", "num_devices"]
