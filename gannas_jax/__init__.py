@@ -32,5 +32,13 @@ __all__ += ["DECODE_MODES", "Discriminator", "GanConfig", "GanState", "Generator
 
 
 # --- children, evaluation, parallelism, data (child/, evaluate/, parallel.py, data.py) ---
+from gannas_jax.child import Child, NB201Child, SequentialChild, make_child, static_nb201, static_sequential
+from gannas_jax.data import Dataset, DatasetUnavailableError, batch_indices, batches, load_dataset
+from gannas_jax.evaluate.training import TrainConfig, TrainingEvaluator
+from gannas_jax.parallel import ChildState, fit_data_parallel, population_parallel, train_step
+
+__all__ += ["Child", "ChildState", "Dataset", "DatasetUnavailableError", "NB201Child", "SequentialChild",
+            "TrainConfig", "TrainingEvaluator", "batch_indices", "batches", "fit_data_parallel", "load_dataset",
+            "make_child", "population_parallel", "static_nb201", "static_sequential", "train_step"]
 
 # --- search (search/) ---
