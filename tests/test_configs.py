@@ -1,0 +1,37 @@
+"""Every config file loads, and its algorithm and space build."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+from gannas_jax import NB201Space, SequentialSpace
+from gannas_jax.search.factory import build_algorithm, build_space
+
+CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_builds(path):
+    config = _load(path)
+    assert config.budget > 0
+    assert "Run:" in path.read_text() and path.stem in path.read_text().split("Run:")[1]
+    space = build_space(config)
+    assert isinstance(space, NB201Space if config.evaluator == "tabular" else SequentialSpace)
+    for name in ("ganas", "random", "evolution"):
+        config.algorithm = name
+        algo = build_algorithm(config, space)
+        assert algo.name == name and algo.space == space
+
+
+def test_digits_space_matches_the_data():
+    config = _load(next(p for p in CONFIGS if p.stem == "digits"))
+    space = build_space(config)
+    assert space.input_shape == (8, 8, 1) and space.num_classes == 10
