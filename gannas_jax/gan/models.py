@@ -17,6 +17,45 @@ from gannas_jax.decode import mask_logits
 from gannas_jax.spaces.base import Space
 
 
+@jax.custom_vjp
+def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x @ w`` for ``x: [n, in]``, ``w: [in, out]``, with a CPU-friendly backward pass.
+
+    Autodiff would express both gradients as dots that contract a leading or trailing axis of
+    both operands (``x^T g``, ``g w^T``); XLA:CPU runs those through a generic path several
+    times slower than a plain ``[m, k] @ [k, n]`` product (measured in the training scan: the
+    generator's first-layer weight gradient was its most expensive kernel). Here the transposes
+    are materialized first (behind an optimization barrier, so XLA does not fold them back into
+    the dot), which costs a copy of the small operand and keeps every product plain.
+    """
+    return x @ w
+
+
+def _matmul_fwd(x, w):
+    return x @ w, (x, w)
+
+
+def _matmul_bwd(res, g):
+    x, w = res
+    xt, wt = jax.lax.optimization_barrier((x.T, w.T))
+    return g @ wt, xt @ g
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+class Dense(nn.Module):
+    """``flax.linen.Dense`` (same parameters and initializers) on :func:`matmul`, for 2-D inputs."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return matmul(x, kernel) + bias[None, :]
+
+
 class Generator(nn.Module):
     """Maps noise ``z`` to masked logits over each variable's choices.
 
@@ -36,10 +75,10 @@ class Generator(nn.Module):
         """``z: float32[n, z_dim]`` -> logits ``float32[n, V, Cmax]`` (invalid choices masked)."""
         h = z
         for i, width in enumerate(self.hidden):
-            out = nn.relu(nn.Dense(width, name=f"hidden{i}")(h))
+            out = nn.relu(Dense(width, name=f"hidden{i}")(h))
             h = h + out if (self.residual and i > 0 and h.shape[-1] == width) else out
         v, c = self.space.num_variables, self.space.max_cardinality
-        logits = nn.Dense(v * c, name="logits")(h).reshape(h.shape[:-1] + (v, c))
+        logits = Dense(v * c, name="logits")(h).reshape(h.shape[:-1] + (v, c))
         return mask_logits(self.space, logits)
 
 
@@ -71,13 +110,15 @@ class SpectralDense(nn.Module):
             u = v @ w
             u = u / (jnp.linalg.norm(u) + 1e-12)
         sigma = v @ kernel @ u
-        return x @ (kernel / sigma) + bias.reshape((1,) * (x.ndim - 1) + bias.shape)
+        return matmul(x, kernel / sigma) + bias[None, :]
 
 
 class Discriminator(nn.Module):
     """Scores one-hot (or relaxed one-hot) architectures; higher means "looks real".
 
     Attributes:
+      space: the search space (its dense one-hot ``[V, Cmax]`` is flattened; entries of missing
+        choices are always zero).
       hidden: widths of the hidden layers.
       spectral_norm: spectrally normalize every layer.
       dropout: dropout rate after each hidden layer (needs a ``"dropout"`` rng when
@@ -85,6 +126,7 @@ class Discriminator(nn.Module):
       negative_slope: slope of the leaky ReLU.
     """
 
+    space: Space
     hidden: Sequence[int] = (256,)
     spectral_norm: bool = False
     dropout: float = 0.0
@@ -96,7 +138,7 @@ class Discriminator(nn.Module):
         h = x.reshape(x.shape[:-2] + (-1,))
 
         def dense(width, name):
-            return SpectralDense(width, name=name) if self.spectral_norm else nn.Dense(width, name=name)
+            return SpectralDense(width, name=name) if self.spectral_norm else Dense(width, name=name)
 
         for i, width in enumerate(self.hidden):
             h = nn.leaky_relu(dense(width, f"hidden{i}")(h), self.negative_slope)

@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gannas_jax.decode import DECODE_MODES, decode, masked_entropy
+from gannas_jax.decode import (DECODE_MODES, argmax_last, decode, log_softmax_last, masked_entropy,
+                               softmax_last)
 from gannas_jax.gan.losses import get_loss
 from gannas_jax.gan.models import Discriminator, Generator
 from gannas_jax.spaces.base import Space
@@ -153,8 +154,8 @@ class GanConfig:
             return not get_loss(self.loss).gradient_penalty
         return bool(self.d_spectral_norm)
 
-    def discriminator(self) -> Discriminator:
-        return Discriminator(hidden=self.d_hidden, spectral_norm=self.spectral_norm, dropout=self.d_dropout)
+    def discriminator(self, space: Space) -> Discriminator:
+        return Discriminator(space=space, hidden=self.d_hidden, spectral_norm=self.spectral_norm, dropout=self.d_dropout)
 
     def optimizers(self) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
         """(generator, discriminator) optimizers."""
@@ -206,7 +207,7 @@ def _init(key, space, config):
     z = jnp.zeros((1, config.z_dim), jnp.float32)
     x = jnp.zeros((1, space.num_variables, space.max_cardinality), jnp.float32)
     g_params = config.generator(space).init(g_key, z)
-    d_params = config.discriminator().init(d_key, x)
+    d_params = config.discriminator(space).init(d_key, x)
     g_tx, d_tx = config.optimizers()
     return GanState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
                     g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params),
@@ -282,9 +283,9 @@ class _Noise:
 
 # --- one step -------------------------------------------------------------------------------------
 
-def _d_apply(config, d_params, x, key):
+def _d_apply(space, config, d_params, x, key):
     """Discriminator logits; dropout is active (with ``key``) only when configured."""
-    disc = config.discriminator()
+    disc = config.discriminator(space)
     if config.d_dropout > 0:
         return disc.apply(d_params, x, deterministic=False, rngs={"dropout": key})
     return disc.apply(d_params, x)
@@ -295,20 +296,20 @@ def _critic_update(state: GanState, d_params, d_opt_state, real, fake, eps, drop
 
     ``eps: float32[B, 1, 1]`` are the WGAN-GP interpolation weights (unused by other losses).
     """
-    config = state.config
+    space, config = state.space, state.config
     loss = get_loss(config.loss)
     drop_key, drop_gp_key = jax.random.split(drop_key)
     b = real.shape[0]
 
     def loss_fn(p):
         # One forward pass over real and fake rows together: fewer, larger matmuls.
-        logits = _d_apply(config, p, jnp.concatenate([real, fake], axis=0), drop_key)
+        logits = _d_apply(space, config, p, jnp.concatenate([real, fake], axis=0), drop_key)
         real_logits, fake_logits = logits[:b], logits[b:]
         d_loss = loss.d_loss(real_logits, fake_logits)
         aux = {"d_real": jnp.mean(real_logits), "d_fake": jnp.mean(fake_logits)}
         if loss.gradient_penalty:
             mixed = eps * real + (1.0 - eps) * fake
-            grads = jax.grad(lambda x: jnp.sum(_d_apply(config, p, x, drop_gp_key)))(mixed)
+            grads = jax.grad(lambda x: jnp.sum(_d_apply(space, config, p, x, drop_gp_key)))(mixed)
             norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=(1, 2)) + 1e-12)
             gp = jnp.mean(jnp.square(norms - 1.0))
             aux["gradient_penalty"] = gp
@@ -322,7 +323,7 @@ def _critic_update(state: GanState, d_params, d_opt_state, real, fake, eps, drop
 
 
 def _hard(space: Space, perturbed: jax.Array) -> tuple[jax.Array, jax.Array]:
-    raw = jnp.argmax(perturbed, axis=-1).astype(jnp.int32)
+    raw = argmax_last(perturbed)
     return raw, jax.nn.one_hot(raw, space.max_cardinality, dtype=perturbed.dtype)
 
 
@@ -356,7 +357,7 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
 
     def relaxed(lg):
         perturbed = lg + gumbel
-        soft = jax.nn.softmax(perturbed / tau, axis=-1)
+        soft = softmax_last(perturbed / tau)
         return _hard(space, perturbed)[1] + soft - jax.lax.stop_gradient(soft)
 
     raw, fake = _hard(space, logits + gumbel)
@@ -379,11 +380,11 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
     baseline = state.baseline
     if straight:
         def g_objective(lg):
-            adv = loss.g_loss(_d_apply(config, d_params, relaxed(lg), g_drop_key))
+            adv = loss.g_loss(_d_apply(space, config, d_params, relaxed(lg), g_drop_key))
             ent = jnp.mean(masked_entropy(space, lg))
             return adv - config.entropy_weight * ent, (adv, ent)
     else:
-        reward = jax.lax.stop_gradient(loss.reward(_d_apply(config, d_params, fake, g_drop_key)))
+        reward = jax.lax.stop_gradient(loss.reward(_d_apply(space, config, d_params, fake, g_drop_key)))
         mean_reward = jnp.mean(reward)
         # The first step has no history: start the baseline at the batch mean.
         old = jnp.where(state.step == 0, mean_reward, state.baseline)
@@ -394,7 +395,7 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
         baseline = config.baseline_decay * old + (1.0 - config.baseline_decay) * mean_reward
 
         def g_objective(lg):
-            logp = jax.nn.log_softmax(lg, axis=-1)
+            logp = log_softmax_last(lg)
             # Mean (not sum) over variables, on the same scale as the entropy bonus.
             logp_a = jnp.mean(jnp.take_along_axis(logp, raw[..., None], axis=-1)[..., 0], axis=-1)
             surrogate = -jnp.mean(advantage * logp_a)
@@ -565,7 +566,7 @@ def generate(state: GanState, key: jax.Array, n: int) -> jax.Array:
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _discriminate(d_params, archs, space, config):
     TRACE_COUNTS["discriminate"] += 1
-    return config.discriminator().apply(d_params, _real_onehot(space, archs), deterministic=True)
+    return config.discriminator(space).apply(d_params, _real_onehot(space, archs), deterministic=True)
 
 
 def discriminate(state: GanState, archs: Any) -> jax.Array:
