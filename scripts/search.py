@@ -37,6 +37,7 @@ def main(argv: list[str]) -> int:
         return fail("--workdir is required")
     config = _CONFIG.value
 
+    from gannas_jax.data import DatasetUnavailableError
     from gannas_jax.search import run_search
     from gannas_jax.search.factory import build
 
@@ -44,15 +45,21 @@ def main(argv: list[str]) -> int:
         algorithm, evaluator = build(config)
         result = run_search(algorithm, evaluator, config.budget, _WORKDIR.value, config.seed,
                             config=config.to_dict())
-    except ValueError as err:
+    except (ValueError, DatasetUnavailableError) as err:
         if os.environ.get("GANNAS_DEBUG"):
             raise
         return fail(" ".join(str(err).split()))
     space = evaluator.space
     print(f"best architecture: {result.best_arch}")
     print(f"  validation accuracy {result.best_score:.2f}%   test accuracy {result.best_test:.2f}%")
-    print(f"  {result.num_queries} queries; mean validation accuracy of all queries "
-          f"{result.scores.mean():.2f}%  (search space size {space.size:,})")
+    n_random = algorithm.random_warmup
+    n_random = result.num_queries if n_random is None else min(n_random, result.num_queries)
+    print(f"  {result.num_queries} queries (search space size {space.size:,}); mean validation "
+          f"accuracy of all queries {result.scores.mean():.2f}%")
+    if n_random:
+        r = result.scores[:n_random]
+        print(f"  the {n_random} uniform random architectures: mean {r.mean():.2f}%, "
+              f"median {float(sorted(r)[len(r) // 2]):.2f}%, best {r.max():.2f}%")
     print(f"results in {_WORKDIR.value}/: history.jsonl, result.json, progress.png")
     print(json.dumps(result.summary()))
     return 0

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -159,3 +160,31 @@ def test_corrupt_files_are_refused(nb201_runs, nb201_dir, tmp_path, damage):
     out = search(wd, "--config.algorithm=evolution", "--config.budget=150", nb201_dir=nb201_dir, check=False)
     _assert_one_line_error(out, needle)
     assert _digest(wd) == before
+
+
+DIGITS_TINY = ["--config", str(ROOT / "configs" / "digits.py"), "--config.budget=12",
+               "--config.train.steps=30", "--config.train.population=4", "--config.ganas.batch_size=4",
+               "--config.ganas.num_init=4", "--config.ganas.gan_steps=20", "--config.ganas.num_candidates=64"]
+
+
+def test_training_run_kill_and_resume(tmp_path):
+    """A training search killed mid-run resumes to the same architectures and scores."""
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    search(ref, config=DIGITS_TINY)
+    proc = subprocess.Popen([*SEARCH, *DIGITS_TINY, "--workdir", str(cut)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while _lines(cut / "history.jsonl") < 4 and proc.poll() is None:
+            assert time.time() < deadline, "search made no progress"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert 4 <= _lines(cut / "history.jsonl") < 12
+    search(cut, config=DIGITS_TINY)
+    a = [json.loads(l) for l in (ref / "history.jsonl").read_text().splitlines()]
+    b = [json.loads(l) for l in (cut / "history.jsonl").read_text().splitlines()]
+    assert [r["arch"] for r in a] == [r["arch"] for r in b] and len(a) == 12
+    np.testing.assert_allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-3)
+    np.testing.assert_allclose([r["test"] for r in a], [r["test"] for r in b], atol=1e-3)

@@ -144,6 +144,11 @@ class Algorithm:
             raise SearchError(f"{self.name}: could not find {n} unseen architectures; the space may be exhausted")
         return np.concatenate(got)
 
+    @property
+    def random_warmup(self) -> int | None:
+        """How many first queries are uniform random (None: all of them)."""
+        return 0
+
     def batch(self, state: State) -> int:
         return min(self.batch_size, self.remaining(state))
 
@@ -156,6 +161,10 @@ class RandomSearch(Algorithm):
     """Uniform random sampling of unseen architectures."""
 
     name = "random"
+
+    @property
+    def random_warmup(self) -> int | None:
+        return None
 
     def ask(self, key: jax.Array, state: State) -> tuple[np.ndarray, State]:
         return self.random_novel(host_rng(key), self.seen(state), self.batch(state)), state
@@ -176,6 +185,10 @@ class RegularizedEvolution(Algorithm):
     max_retries: int = 100
 
     name = "evolution"
+
+    @property
+    def random_warmup(self) -> int | None:
+        return self.population_size
 
     def __post_init__(self):
         super().__post_init__()

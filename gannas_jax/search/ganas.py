@@ -49,6 +49,10 @@ class GanNas(Algorithm):
 
     name = "ganas"
 
+    @property
+    def random_warmup(self) -> int | None:
+        return self.num_init
+
     def __post_init__(self):
         super().__post_init__()
         for field in ("num_init", "top_k", "gan_steps", "num_candidates"):
