@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent(
     space = SequentialSpace(num_stages=2, slots_per_stage=2, kernel_sizes=(1, 3), channels=(2, 4),
                             num_fc=1, fc_widths=(8,))
     ds = digits()
-    child = make_child(space, ds.input_shape, 10, conv_impl="exact")
+    child = make_child(space, ds.input_shape, 10, conv_impl="kernel")
     # SGD: its update is linear in the gradient, so float reassociation in the cross-device mean
     # stays at 1e-7 (Adam divides by sqrt(v) and would amplify it on near-zero gradients).
     tx = optax.sgd(0.05, momentum=0.9)

@@ -8,10 +8,13 @@ for every architecture:
 * The slots of a stage run in a ``lax.scan`` with stacked weights ``[L, K, K, Cm, Cm]`` (one
   compiled slot body per stage), and each slot picks its op with ``lax.switch``.
 * ``conv_impl='exact'``: the switch has one conv branch per ``(kernel, in-channels,
-  out-channels)``, each an im2col matmul on the exact slice of the max-size weight, so under
-  ``lax.map`` (CPU) no FLOP is spent on padding. ``conv_impl='masked'``: one conv branch at
-  ``K x K x Cm x Cm`` with kernel and channel masks, which ``vmap`` turns into one batched matmul
-  (accelerators).
+  out-channels)``, each a convolution on the exact slice of the max-size weight, so under
+  ``lax.map`` (CPU) no FLOP is spent on padding, but 36 conv branches are slow to compile.
+  ``conv_impl='kernel'``: one branch per kernel size and input bucket (the image's channels, or
+  the maximum), channels masked within a bucket. ``conv_impl='masked'``: one conv branch at
+  ``K x K x Cm x Cm`` with kernel and channel masks, for ``vmap`` (accelerators).
+* Each slot's switch is rematerialized (``jax.checkpoint``), so the forward pass saves only the
+  slot's input and the backward pass recomputes the one taken branch.
 * The head's dense layers are masked by width. Canonical codes put the non-empty head slots first,
   so the classifier reads the flattened features (no hidden layer) or the last live hidden layer;
   it has one weight for each case.
@@ -22,6 +25,7 @@ child is training the exact-size network (Adam's update of a zero gradient with 
 
 from __future__ import annotations
 
+import functools
 import zlib
 from typing import Any
 
@@ -34,7 +38,7 @@ from jax import lax
 from gannas_jax.child import ops
 from gannas_jax.spaces.sequential import ACTIVATIONS, CONV, HEAD_OPS, STAGE_OPS, SequentialSpace
 
-CONV_IMPLS = ("exact", "masked")
+CONV_IMPLS = ("exact", "kernel", "masked")
 _ACT = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}
 
 
@@ -85,8 +89,9 @@ class SequentialChild(nn.Module):
 
     Attributes:
       space: the search space.
-      conv_impl: ``'exact'`` (switch over exact-size im2col convs; for ``lax.map`` on CPU) or
-        ``'masked'`` (one max-size masked conv; for ``vmap``).
+      conv_impl: ``'exact'`` (switch over exact-size convs), ``'kernel'`` (exact kernel sizes,
+        two channel buckets; the CPU default with ``lax.map``) or ``'masked'`` (one max-size
+        masked conv; for ``vmap``).
     """
 
     space: SequentialSpace
@@ -132,49 +137,75 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
     cm, kmax = g["cm"], g["kmax"]
     cin_values, ks, cs = g["cin_values"], space.kernel_sizes, space.channels
 
-    def chan_mask(n):
-        return (jnp.arange(cm) < n).reshape(1, 1, 1, cm)
-
     cin_arr = jnp.asarray(cin_values, jnp.int32)
 
     def simple(fn, mask=False):
         def branch(h, w, b, ci, k, co):
             y = fn(h)
-            return jnp.where(chan_mask(cin_arr[ci]), y, 0.0) if mask else y
+            if mask:  # sigmoid(0) = 0.5: re-zero the padding channels
+                y = jnp.where((jnp.arange(cm) < cin_arr[ci]).reshape(1, 1, 1, cm), y, 0.0)
+            return y
         return branch
 
-    non_conv = {
-        0: simple(lambda h: h),
+    # Measured: running these ops on exact channel buckets (a branch per op and channel count)
+    # did not speed up steps on CPU but doubled compile time, so they run at Cm channels.
+    fns = {
         STAGE_OPS.index("max_pool"): simple(ops.max_pool_same),
         STAGE_OPS.index("avg_pool"): simple(ops.avg_pool_same),
         STAGE_OPS.index("relu"): simple(jax.nn.relu),
         STAGE_OPS.index("sigmoid"): simple(jax.nn.sigmoid, mask=True),
         STAGE_OPS.index("tanh"): simple(jnp.tanh),
     }
-    order = sorted(non_conv)  # op codes of the non-conv branches, in branch order
-    branches = [non_conv[o] for o in order]
-    op_to_branch = np.zeros(len(STAGE_OPS), np.int32)
-    for i, o in enumerate(order):
-        op_to_branch[o] = i
+    branches = [lambda h, w, b, ci, k, co: h]  # none
+    base = np.zeros(len(STAGE_OPS), np.int32)  # branch of each non-conv op
+    for op in sorted(fns):
+        base[op] = len(branches)
+        branches.append(fns[op])
     n_simple = len(branches)
+    base_j = jnp.asarray(base)
 
-    if conv_impl == "exact":
-        def exact(kk, cin, cout):
+    def simple_index(op, ci):
+        return base_j[op]
+
+    if conv_impl in ("exact", "kernel"):
+        # Conv branches by (kernel, input-channel bucket, output-channel bucket). 'exact' has a
+        # bucket per channel count (no wasted FLOPs, many branches: slow to compile); 'kernel'
+        # has exact kernels but only two channel buckets, the image's channels and the maximum,
+        # with masks inside a bucket (few branches; FLOPs wasted on convs fed by convs only).
+        if conv_impl == "exact":
+            cin_b, cout_b = cin_values, tuple(cs)
+        else:
+            cin_b = tuple(sorted({g["cin"], cm}))
+            cout_b = (cm,)
+        cin_to_b = np.asarray([min(i for i, b in enumerate(cin_b) if b >= c) for c in cin_values], np.int32)
+        cout_to_b = np.asarray([min(i for i, b in enumerate(cout_b) if b >= c) for c in cs], np.int32)
+        cs_arr = jnp.asarray(cs, jnp.int32)
+
+        def conv_branch(kk, cin, cout):
             o = (kmax - kk) // 2
 
             def branch(h, w, b, ci, k, co):
-                y = ops.conv_same(h[..., :cin], w[o:o + kk, o:o + kk, :cin, :cout], b[:cout])
-                return jnp.pad(y, ((0, 0), (0, 0), (0, 0), (0, cm - cout)))
+                wk, bk = w[o:o + kk, o:o + kk, :cin, :cout], b[:cout]
+                live_in, live_out = cin_arr[ci], cs_arr[co]
+                if cin > min(cin_values):  # a bucket can be wider than the live channels
+                    wk = wk * (jnp.arange(cin) < live_in).astype(wk.dtype).reshape(1, 1, cin, 1)
+                if cout > min(cs):
+                    m_out = (jnp.arange(cout) < live_out).astype(wk.dtype)
+                    wk, bk = wk * m_out.reshape(1, 1, 1, cout), bk * m_out
+                y = ops.conv_same(h[..., :cin], wk, bk)
+                return jnp.pad(y, ((0, 0), (0, 0), (0, 0), (0, cm - cout))) if cout < cm else y
             return branch
 
         for kk in ks:
-            for cin in cin_values:
-                for cout in cs:
-                    branches.append(exact(kk, cin, cout))
+            for cin in cin_b:
+                for cout in cout_b:
+                    branches.append(conv_branch(kk, cin, cout))
+
+        cin_to_b_j, cout_to_b_j = jnp.asarray(cin_to_b), jnp.asarray(cout_to_b)
 
         def index(op, k, ci, co):
-            conv_idx = n_simple + (k * len(cin_values) + ci) * len(cs) + co
-            return jnp.where(op == CONV, conv_idx, jnp.asarray(op_to_branch)[op])
+            conv_idx = n_simple + (k * len(cin_b) + cin_to_b_j[ci]) * len(cout_b) + cout_to_b_j[co]
+            return jnp.where(op == CONV, conv_idx, simple_index(op, ci))
     else:
         kmask = np.zeros((len(ks), kmax, kmax), np.float32)
         for i, kk in enumerate(ks):
@@ -192,7 +223,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
         branches.append(masked)
 
         def index(op, k, ci, co):
-            return jnp.where(op == CONV, n_simple, jnp.asarray(op_to_branch)[op])
+            return jnp.where(op == CONV, n_simple, simple_index(op, ci))
 
     return branches, index
 
@@ -205,6 +236,15 @@ def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_h
     stage, head = space.split(arch)
     slot_cin = _slot_cin(space, stage)
     branches, index = _stage_branches(space, conv_impl)
+
+    # Rematerialized: without it the forward switch must output the union of every branch's
+    # residuals (zero-filled for untaken branches; 40+ arrays with exact convs), which dominated
+    # both compile time and step time. With it, a slot saves only its inputs, and the backward
+    # switch recomputes the one taken branch.
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def _switch(i, h, w, bb, ci, k, co):
+        return lax.switch(i, branches, h, w, bb, ci, k, co)
+
     b = x.shape[0]
     h = jnp.pad(x.astype(jnp.float32), ((0, 0), (0, 0), (0, 0), (0, cm - x.shape[-1])))
     for s in range(space.num_stages):
@@ -215,7 +255,7 @@ def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_h
         def slot(h, inp):
             w, bb, code, ci = inp
             op, k, co = code[0], code[1], code[2]
-            return lax.switch(index(op, k, ci, co), branches, h, w, bb, ci, k, co), None
+            return _switch(index(op, k, ci, co), h, w, bb, ci, k, co), None
 
         h, _ = lax.scan(slot, h, (kern, bias, stage[s], slot_cin[s]))
     flat = h.reshape(b, -1)

@@ -1,0 +1,242 @@
+"""Child training throughput: TrainingEvaluator (JAX) against a PyTorch eager baseline.
+
+Usage:
+  python scripts/bench_torch.py child [--population 16] [--repeats 3] [--out bench.json]
+
+The same P random ``SequentialSpace`` architectures on ``digits`` are trained two ways with one
+recipe (steps, batch size, Adam and learning rate from ``TrainConfig``, and the same data order
+from ``gannas_jax.data.batch_indices``), starting from the *same initial weights* (JAX's
+arch-aware init, exported at exact size), so the accuracies are directly comparable:
+
+* JAX: one ``TrainingEvaluator`` program for the whole population; its time includes tracing and
+  compilation (a fresh evaluator per repeat, no persistent compilation cache).
+* PyTorch: each architecture built at its exact size from ``space.to_spec(arch)`` and trained one
+  after another in eager mode; its time includes building the models.
+
+JAX and PyTorch repeats are interleaved and medians reported, because the machine may be shared.
+Prints a Markdown table; ``--out`` writes the numbers as JSON. ``--jax-devices N`` (set before JAX
+starts) splits the CPU into N XLA devices and trains the population on them in parallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser(prog="bench_torch.py child", description=__doc__.split("\n\n")[0])
+    p.add_argument("--population", type=int, default=16, help="P, architectures per side")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats per side (medians reported)")
+    p.add_argument("--seed", type=int, default=0, help="architecture sample and init seed")
+    p.add_argument("--steps", type=int, default=None, help="override TrainConfig.steps")
+    p.add_argument("--batch-size", type=int, default=None, help="override TrainConfig.batch_size")
+    p.add_argument("--learning-rate", type=float, default=None, help="override TrainConfig.learning_rate")
+    p.add_argument("--strategy", default=None, help="override TrainConfig.strategy (auto, map, vmap)")
+    p.add_argument("--conv-impl", default=None, help="override TrainConfig.conv_impl")
+    p.add_argument("--jax-devices", type=int, default=1,
+                   help="XLA CPU devices for population parallelism (needs JAX not yet started)")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="torch intra-op threads; 1 is fastest for these tiny models, and on a shared "
+                        "machine 2 threads stall on each other (measured 7x slower at load 5)")
+    p.add_argument("--skip-torch", action="store_true", help="JAX side only")
+    p.add_argument("--out", default=None, help="write JSON results here")
+    return p.parse_args(argv)
+
+
+def _torch_model(torch, space, arch, static_params):
+    """Exact-size PyTorch network of ``arch`` holding the given static (JAX layout) weights."""
+    import numpy as np
+
+    nn = torch.nn
+    spec = space.to_spec(arch)
+    acts = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+    layers: list = []
+    h, w, c = spec["input_shape"]
+    for s, stage in enumerate(spec["stages"]):
+        if s:
+            layers.append(nn.MaxPool2d(2, 2))
+            h, w = h // 2, w // 2
+        for l, layer in enumerate(stage):
+            if layer["type"] == "conv":
+                conv = nn.Conv2d(c, layer["channels"], layer["kernel"], padding="same")
+                sp = static_params[f"conv{s}_{l}"]
+                conv.weight.data = torch.from_numpy(np.ascontiguousarray(np.transpose(sp["kernel"], (3, 2, 0, 1))))
+                conv.bias.data = torch.from_numpy(np.asarray(sp["bias"]).copy())
+                layers.append(conv)
+                c = layer["channels"]
+            elif layer["type"] == "pool":
+                layers.append(nn.MaxPool2d(3, 1, 1) if layer["kind"] == "max"
+                              else nn.AvgPool2d(3, 1, 1, count_include_pad=True))
+            else:
+                layers.append(acts[layer["fn"]]())
+
+    class NHWCFlatten(nn.Module):  # JAX flattens (h, w, c); keep its dense weights' row order
+        def forward(self, x):
+            return x.permute(0, 2, 3, 1).flatten(1)
+
+    layers.append(NHWCFlatten())
+    d = h * w * c
+    names = [f"fc{f}" for f in range(len(spec["head"]))] + ["out"]
+    units = [layer["units"] for layer in spec["head"]] + [spec["num_classes"]]
+    for i, (name, u) in enumerate(zip(names, units)):
+        dense = nn.Linear(d, u)
+        dense.weight.data = torch.from_numpy(np.ascontiguousarray(np.asarray(static_params[name]["kernel"]).T))
+        dense.bias.data = torch.from_numpy(np.asarray(static_params[name]["bias"]).copy())
+        layers.append(dense)
+        if i < len(spec["head"]):
+            layers.append(acts[spec["head"][i]["activation"]]())
+        d = u
+    return nn.Sequential(*layers)
+
+
+def _run_torch(torch, space, archs, statics, ds, idx, cfg):
+    """Trains each architecture in turn; returns (seconds, per-arch val %, per-arch test %)."""
+    import numpy as np
+
+    x_tr = torch.from_numpy(np.ascontiguousarray(ds.x_train.transpose(0, 3, 1, 2)))
+    y_tr = torch.from_numpy(ds.y_train.astype(np.int64))
+    x_va = torch.from_numpy(np.ascontiguousarray(ds.x_val.transpose(0, 3, 1, 2)))
+    x_te = torch.from_numpy(np.ascontiguousarray(ds.x_test.transpose(0, 3, 1, 2)))
+    idx_t = torch.from_numpy(idx.astype(np.int64))
+    vals, tests = [], []
+    t0 = time.perf_counter()
+    for arch, sp in zip(archs, statics):
+        model = _torch_model(torch, space, arch, sp)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+        for step in range(cfg.steps):
+            b = idx_t[step]
+            loss = torch.nn.functional.cross_entropy(model(x_tr[b]), y_tr[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            vals.append(100.0 * float((model(x_va).argmax(1).numpy() == ds.y_val).mean()))
+            tests.append(100.0 * float((model(x_te).argmax(1).numpy() == ds.y_test).mean()))
+    return time.perf_counter() - t0, vals, tests
+
+
+def main(argv: list[str]) -> int:
+    args = _parse(argv)
+    if args.jax_devices > 1:
+        if "jax" in sys.modules:
+            print("--jax-devices needs JAX not yet imported", file=sys.stderr)
+            return 2
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.jax_devices}".strip()
+
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from gannas_jax import SequentialSpace
+    from gannas_jax.child import extract_static_sequential
+    from gannas_jax.data import digits
+    from gannas_jax.evaluate.training import TrainConfig, TrainingEvaluator
+
+    overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size,
+                                   "learning_rate": args.learning_rate, "strategy": args.strategy,
+                                   "conv_impl": args.conv_impl}.items() if v is not None}
+    cfg = dataclasses.replace(TrainConfig(), population=args.population,
+                              devices=0 if args.jax_devices > 1 else 1, **overrides)
+    if cfg.optimizer != "adam" or cfg.schedule != "constant":
+        print("the PyTorch baseline implements constant-lr Adam only", file=sys.stderr)
+        return 2
+    space = SequentialSpace()
+    ds = digits()
+    key = jax.random.key(args.seed)
+    k_arch, k_init = jax.random.split(key)
+    archs = np.asarray(space.sample(k_arch, args.population))
+
+    # Identical starting weights for both sides: the evaluator's own init, at exact size.
+    probe = TrainingEvaluator(space, ds, cfg)
+    keys = probe._keys(k_init, archs)
+    init = jax.jit(jax.vmap(lambda k, a: probe.child.init(k, a)["params"]))(keys, archs)
+    statics = [extract_static_sequential(space, a, jax.tree.map(lambda t, i=i: np.asarray(t[i]), init))
+               for i, a in enumerate(archs)]
+    del probe
+
+    torch = None
+    if not args.skip_torch:
+        import torch  # noqa: F811  (bench extra; imported only here)
+
+        torch.set_num_threads(args.torch_threads)
+
+    runs: dict[str, list] = {"jax": [], "torch": []}
+    load = [os.getloadavg()[0]]
+    for r in range(args.repeats):
+        ev = TrainingEvaluator(space, ds, cfg)  # fresh: compile counted every repeat
+        t0 = time.perf_counter()
+        out = ev.train(archs, k_init)
+        total = time.perf_counter() - t0
+        runs["jax"].append({"seconds": total, "compile_s": ev.compile_breakdown.get("compile_s", float("nan")),
+                            "trace_lower_s": ev.compile_breakdown.get("lower_s", float("nan")),
+                            "execute_s": ev.compile_breakdown.get("execute_s", float("nan")),
+                            "val": out["val"].tolist(), "test": out["test"].tolist()})
+        load.append(os.getloadavg()[0])
+        if torch is not None:
+            secs, vals, tests = _run_torch(torch, space, archs, statics, ds, ev.batch_idx, cfg)
+            runs["torch"].append({"seconds": secs, "val": vals, "test": tests})
+            load.append(os.getloadavg()[0])
+        print(f"repeat {r}: jax {total:.1f}s" + (f", torch {runs['torch'][-1]['seconds']:.1f}s" if torch else ""),
+              file=sys.stderr)
+
+    def med(side, field):
+        return statistics.median(run[field] for run in runs[side])
+
+    P = args.population
+    result = {
+        "population": P, "steps": cfg.steps, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
+        "learning_rate": cfg.learning_rate, "strategy": cfg.resolved_strategy(),
+        "conv_impl": cfg.resolved_conv_impl(), "jax_devices": jax.local_device_count(),
+        "backend": jax.default_backend(), "repeats": args.repeats, "load_avg_1min": load,
+        "archs": [space.to_string(a) for a in archs], "runs": runs,
+    }
+    rows = []
+    j_s = med("jax", "seconds")
+    j_val = float(np.mean(runs["jax"][0]["val"]))
+    j_test = float(np.mean(runs["jax"][0]["test"]))
+    result["jax"] = {"seconds": j_s, "archs_per_min": 60 * P / j_s, "compile_s": med("jax", "compile_s"),
+                     "trace_lower_s": med("jax", "trace_lower_s"), "execute_s": med("jax", "execute_s"),
+                     "mean_val": j_val, "mean_test": j_test}
+    rows.append(("JAX TrainingEvaluator", result["jax"]))
+    if runs["torch"]:
+        t_s = med("torch", "seconds")
+        result["torch"] = {"seconds": t_s, "archs_per_min": 60 * P / t_s,
+                           "mean_val": float(np.mean(runs["torch"][0]["val"])),
+                           "mean_test": float(np.mean(runs["torch"][0]["test"])),
+                           "threads": torch.get_num_threads()}
+        result["ratio"] = result["jax"]["archs_per_min"] / result["torch"]["archs_per_min"]
+        result["mean_val_gap"] = result["jax"]["mean_val"] - result["torch"]["mean_val"]
+        rows.append((f"PyTorch {torch.__version__} eager", result["torch"]))
+
+    print(f"\nChild training, P={P} random SequentialSpace archs on digits, {cfg.steps} steps x batch "
+          f"{cfg.batch_size}, Adam lr {cfg.learning_rate}; {jax.default_backend()} backend, "
+          f"{result['jax_devices']} XLA device(s); medians of {args.repeats} interleaved repeats; "
+          f"1-min load average {min(load):.1f}-{max(load):.1f}\n")
+    print("| side | archs/min | total s | compile s | mean val acc % | mean test acc % |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, r in rows:
+        comp = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"
+        print(f"| {name} | {r['archs_per_min']:.1f} | {r['seconds']:.1f} | {comp} | {r['mean_val']:.2f} | "
+              f"{r['mean_test']:.2f} |")
+    if "ratio" in result:
+        print(f"\nJAX/PyTorch archs/min ratio: {result['ratio']:.2f} (>= 1.0 required, 2.0 target); "
+              f"mean val gap {result['mean_val_gap']:+.2f} points")
+    jx = result["jax"]
+    print(f"JAX time breakdown (median): trace+lower {jx['trace_lower_s']:.1f}s, XLA compile "
+          f"{jx['compile_s']:.1f}s, execute {jx['execute_s']:.1f}s "
+          f"({1e3 * jx['execute_s'] / (P * cfg.steps):.2f} ms per child-step)")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
