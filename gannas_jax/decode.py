@@ -76,54 +76,8 @@ def masked_entropy(space: Space, logits: jax.Array) -> jax.Array:
     Returns:
       ``float32[...]``.
     """
-    logp = log_softmax_last(mask_logits(space, logits))
-    return -jnp.mean(sum_last(jnp.exp(logp) * logp)[..., 0], axis=-1)
-
-
-# --- reductions over the (small) choice axis ----------------------------------------------------------
-# XLA:CPU vectorizes along the minor dimension; a reduction over a minor axis of Cmax = 5..7
-# runs nearly scalar (measured: the log-softmax max-reduction of a [64, 22, 7] tensor was the
-# single most expensive kernel of a training step). Unrolling it into Cmax elementwise ops on
-# [..., V] slices keeps every op vectorized. Used by the training step; results equal the
-# jax.nn versions up to float rounding.
-
-def _fold_last(fn, x: jax.Array) -> jax.Array:
-    out = x[..., 0]
-    for c in range(1, x.shape[-1]):
-        out = fn(out, x[..., c])
-    return out[..., None]
-
-
-def max_last(x: jax.Array) -> jax.Array:
-    """``max`` over the last axis, keepdims, unrolled."""
-    return _fold_last(jnp.maximum, x)
-
-
-def sum_last(x: jax.Array) -> jax.Array:
-    """``sum`` over the last axis, keepdims, unrolled."""
-    return _fold_last(jnp.add, x)
-
-
-def softmax_last(x: jax.Array) -> jax.Array:
-    """``jax.nn.softmax(x, axis=-1)`` with unrolled reductions."""
-    e = jnp.exp(x - jax.lax.stop_gradient(max_last(x)))
-    return e / sum_last(e)
-
-
-def log_softmax_last(x: jax.Array) -> jax.Array:
-    """``jax.nn.log_softmax(x, axis=-1)`` with unrolled reductions."""
-    shifted = x - jax.lax.stop_gradient(max_last(x))
-    return shifted - jnp.log(sum_last(jnp.exp(shifted)))
-
-
-def argmax_last(x: jax.Array) -> jax.Array:
-    """``jnp.argmax(x, axis=-1)`` (first maximum) as ``int32``, unrolled."""
-    best, idx = x[..., 0], jnp.zeros(x.shape[:-1], jnp.int32)
-    for c in range(1, x.shape[-1]):
-        better = x[..., c] > best
-        best = jnp.where(better, x[..., c], best)
-        idx = jnp.where(better, jnp.int32(c), idx)
-    return idx
+    logp = jax.nn.log_softmax(mask_logits(space, logits), axis=-1)
+    return -jnp.mean(jnp.sum(jnp.exp(logp) * logp, axis=-1), axis=-1)
 
 
 def _decode_masked(key, logits, space: Space, mode: str, temperature):

@@ -13,12 +13,14 @@ followed by one generator update (``D(fake)`` against label 1). The one-hot size
 dense encoding ``V * Cmax``. Real batches are drawn uniformly from a fixed real set, as in
 ``fit_gan``.
 
-The JAX side is ``fit_gan`` with the same sizes (``GanConfig`` defaults, learning rates set to
-2e-4, straight-through Gumbel-softmax, non-saturating loss) running ``--steps`` steps per call.
+The JAX side is ``fit_gan`` with the same sizes and the original's algorithm (non-saturating
+loss, Adam 2e-4, no spectral normalization, no entropy bonus), generating through
+straight-through Gumbel-softmax, running ``--steps`` steps per call.
 Both sides are timed on the same machine in the same process with ``time.perf_counter``, JAX
 after ``block_until_ready`` and excluding compilation (reported separately). Repeats interleave
-the two sides (alternating which goes first) and the script reports medians. Torch is imported
-only here.
+the sides (rotating which goes first) and the script reports medians. PyTorch is timed with its
+default thread count and with one thread; the faster median is the baseline of the ratio (on a
+loaded machine its OpenMP barriers make the default far slower). Torch is imported only here.
 """
 
 from __future__ import annotations
@@ -97,8 +99,10 @@ class JaxGan:
         from gannas_jax import GanConfig, init_gan
 
         self.jax = jax
+        # The original's algorithm: plain MLPs (no spectral norm), no entropy bonus.
         self.config = GanConfig(z_dim=100, g_hidden=(256,), d_hidden=(256,), batch_size=64,
-                                g_learning_rate=2e-4, d_learning_rate=2e-4, n_critic=1, d_spectral_norm=False,
+                                g_learning_rate=2e-4, d_learning_rate=2e-4, n_critic=1,
+                                d_spectral_norm=False, entropy_weight=0.0,
                                 loss="nonsaturating", generator_mode="straight_through")
         self.state = init_gan(jax.random.key(seed), space, self.config)
         self.real = real_archs

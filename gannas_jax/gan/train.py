@@ -36,8 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gannas_jax.decode import (DECODE_MODES, argmax_last, decode, log_softmax_last, masked_entropy,
-                               softmax_last)
+from gannas_jax.decode import DECODE_MODES, decode, masked_entropy
 from gannas_jax.gan.losses import get_loss
 from gannas_jax.gan.models import Discriminator, Generator
 from gannas_jax.spaces.base import Space
@@ -225,12 +224,6 @@ def _avalanche(x: jax.Array) -> jax.Array:
     return x ^ (x >> 16)
 
 
-def _materialize(x: jax.Array) -> jax.Array:
-    """Computes ``x`` once: XLA would otherwise duplicate the (cheap-looking) integer hash into
-    every fusion that reads the noise, recomputing it several times per step."""
-    return jax.lax.optimization_barrier(x)
-
-
 class _Noise:
     """The noise of one training step: ``num_streams`` independent streams from one key.
 
@@ -264,12 +257,12 @@ class _Noise:
     def normal(self, i: int, shape: tuple[int, ...]) -> jax.Array:
         if self.kind == "hash":
             u = self._open_uniform(i, shape)
-            return _materialize(jnp.float32(math.sqrt(2.0)) * jax.lax.erf_inv(2.0 * u - 1.0))
+            return jnp.float32(math.sqrt(2.0)) * jax.lax.erf_inv(2.0 * u - 1.0)
         return jax.random.normal(self.keys[i], shape, jnp.float32)
 
     def gumbel(self, i: int, shape: tuple[int, ...]) -> jax.Array:
         if self.kind == "hash":
-            return _materialize(-jnp.log(-jnp.log(self._open_uniform(i, shape))))
+            return -jnp.log(-jnp.log(self._open_uniform(i, shape)))
         return jax.random.gumbel(self.keys[i], shape, jnp.float32)
 
     def randint(self, i: int, shape: tuple[int, ...], maxval: jax.Array) -> jax.Array:
@@ -323,8 +316,15 @@ def _critic_update(state: GanState, d_params, d_opt_state, real, fake, eps, drop
 
 
 def _hard(space: Space, perturbed: jax.Array) -> tuple[jax.Array, jax.Array]:
-    raw = argmax_last(perturbed)
+    raw = jnp.argmax(perturbed, axis=-1).astype(jnp.int32)
     return raw, jax.nn.one_hot(raw, space.max_cardinality, dtype=perturbed.dtype)
+
+
+def _entropy_bonus(space: Space, config: GanConfig, logits: jax.Array) -> jax.Array:
+    """Mean per-variable entropy of the generator's categoricals; skipped (0) at weight 0."""
+    if not config.entropy_weight:
+        return jnp.zeros((), logits.dtype)
+    return jnp.mean(masked_entropy(space, logits))
 
 
 def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax.Array):
@@ -357,7 +357,7 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
 
     def relaxed(lg):
         perturbed = lg + gumbel
-        soft = softmax_last(perturbed / tau)
+        soft = jax.nn.softmax(perturbed * (1.0 / tau), axis=-1)
         return _hard(space, perturbed)[1] + soft - jax.lax.stop_gradient(soft)
 
     raw, fake = _hard(space, logits + gumbel)
@@ -381,7 +381,7 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
     if straight:
         def g_objective(lg):
             adv = loss.g_loss(_d_apply(space, config, d_params, relaxed(lg), g_drop_key))
-            ent = jnp.mean(masked_entropy(space, lg))
+            ent = _entropy_bonus(space, config, lg)
             return adv - config.entropy_weight * ent, (adv, ent)
     else:
         reward = jax.lax.stop_gradient(loss.reward(_d_apply(space, config, d_params, fake, g_drop_key)))
@@ -395,11 +395,11 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
         baseline = config.baseline_decay * old + (1.0 - config.baseline_decay) * mean_reward
 
         def g_objective(lg):
-            logp = log_softmax_last(lg)
+            logp = jax.nn.log_softmax(lg, axis=-1)
             # Mean (not sum) over variables, on the same scale as the entropy bonus.
             logp_a = jnp.mean(jnp.take_along_axis(logp, raw[..., None], axis=-1)[..., 0], axis=-1)
             surrogate = -jnp.mean(advantage * logp_a)
-            ent = jnp.mean(masked_entropy(space, lg))
+            ent = _entropy_bonus(space, config, lg)
             return surrogate - config.entropy_weight * ent, (-mean_reward, ent)
 
     (_, (g_loss, entropy)), dlogits = jax.value_and_grad(g_objective, has_aux=True)(logits)
@@ -410,7 +410,9 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
 
     new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
                               g_opt_state=g_opt_state, d_opt_state=d_opt_state, baseline=baseline)
-    metrics = dict(metrics, g_loss=g_loss, entropy=entropy, temperature=tau)
+    metrics = dict(metrics, g_loss=g_loss, temperature=tau)
+    if config.entropy_weight:
+        metrics["entropy"] = entropy
     return new_state, metrics
 
 
@@ -498,7 +500,8 @@ def fit_gan(state: GanState, real_archs: Any, key: jax.Array,
 
     Returns:
       ``(new_state, metrics)``: metrics maps names (``d_loss``, ``g_loss``, ``d_real``,
-      ``d_fake``, ``entropy``, ``temperature`` and, for WGAN-GP, ``gradient_penalty``) to
+      ``d_fake``, ``temperature``, ``entropy`` when ``entropy_weight > 0`` and, for WGAN-GP,
+      ``gradient_penalty``) to
       ``float32[num_steps]``.
 
     Raises:
