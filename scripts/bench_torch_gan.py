@@ -60,7 +60,7 @@ class TorchGan:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
         self.criterion = nn.BCELoss()
-        self.real = torch.as_tensor(real_onehot, dtype=torch.float32)
+        self.real = torch.tensor(real_onehot.tolist(), dtype=torch.float32)
         self.z_dim, self.batch_size = z_dim, batch_size
         self.ones = torch.ones(batch_size, 1)
         self.zeros = torch.zeros(batch_size, 1)

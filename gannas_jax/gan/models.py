@@ -25,8 +25,8 @@ def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
     both operands (``x^T g``, ``g w^T``); XLA:CPU runs those through a generic path several
     times slower than a plain ``[m, k] @ [k, n]`` product (measured in the training scan: the
     generator's first-layer weight gradient was its most expensive kernel). Here the transposes
-    are materialized first (behind an optimization barrier, so XLA does not fold them back into
-    the dot), which costs a copy of the small operand and keeps every product plain.
+    are taken first, behind an optimization barrier (a microbenchmark of that gradient inside
+    ``lax.scan``: 33 us against 56 us for the autodiff form), at the cost of a small copy.
     """
     return x @ w
 
