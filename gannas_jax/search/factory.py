@@ -115,6 +115,7 @@ def training_config(dataset: str, budget: int, space: dict, train: dict | None =
         batch_size=population, num_init=2 * population, top_k=max(4, population // 2),
         gan_steps=300, num_candidates=2000, num_mutants=0, reinit=False))
     c.ganas.gan = dataclass_defaults(GanConfig)
+    c.ganas.gan.d_spectral_norm = False
     c.random = ml_collections.ConfigDict({"batch_size": population})
     c.evolution = ml_collections.ConfigDict(
         {"batch_size": population, "population_size": 2 * population, "tournament_size": population // 2})
