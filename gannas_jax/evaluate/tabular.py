@@ -39,6 +39,11 @@ def resolve_benchmark_dir(benchmark_dir: str | os.PathLike | None = None) -> pat
     return path
 
 
+def _check_dataset(dataset: str) -> None:
+    if dataset not in NB201_DATASETS:
+        raise BenchmarkError(f"unknown NAS-Bench-201 dataset {dataset!r}; expected one of {list(NB201_DATASETS)}")
+
+
 class NB201Table:
     """All 15,625 cells of one NAS-Bench-201 dataset, indexed by the official index.
 
@@ -62,8 +67,7 @@ class NB201Table:
         Raises:
           BenchmarkError: unknown dataset, missing folder or file, or a malformed table.
         """
-        if dataset not in NB201_DATASETS:
-            raise BenchmarkError(f"unknown NAS-Bench-201 dataset {dataset!r}; expected one of {list(NB201_DATASETS)}")
+        _check_dataset(dataset)
         folder = resolve_benchmark_dir(benchmark_dir)
         path = folder / f"nasbench201_{dataset}.csv"
         if not path.is_file():
@@ -95,8 +99,7 @@ class NB201Table:
         Uses ``api.get_more_info(index, dataset, hp=hp, is_random=False)``; for cifar10 the
         validation score comes from the ``cifar10-valid`` setting, as in the CSV tables.
         """
-        if dataset not in NB201_DATASETS:
-            raise BenchmarkError(f"unknown NAS-Bench-201 dataset {dataset!r}; expected one of {list(NB201_DATASETS)}")
+        _check_dataset(dataset)
         size = NB201Space().size
         valid, test, time = np.empty(size), np.empty(size), np.empty(size)
         for i in range(size):

@@ -60,7 +60,8 @@ def mutate_host(space: Space, rng: np.random.Generator, parents: np.ndarray) -> 
     return np.asarray(space.canonicalize(children.astype(np.int32)))
 
 
-def _row_keys(archs: np.ndarray) -> list[bytes]:
+def row_keys(archs: np.ndarray) -> list[bytes]:
+    """Hashable keys of architecture rows, for sets of seen architectures."""
     return [r.tobytes() for r in np.ascontiguousarray(archs, dtype=np.int32)]
 
 
@@ -108,7 +109,7 @@ class Algorithm:
         return state["archs"][:c], state["scores"][:c]
 
     def seen(self, state: State) -> set[bytes]:
-        return set(_row_keys(self.evaluated(state)[0]))
+        return set(row_keys(self.evaluated(state)[0]))
 
     def top(self, state: State, k: int) -> np.ndarray:
         """The ``k`` best evaluated architectures (ties broken by query order)."""
@@ -122,7 +123,7 @@ class Algorithm:
     def take_novel(candidates: np.ndarray, seen: set[bytes], n: int) -> np.ndarray:
         """The first ``n`` candidates not in ``seen`` and not repeated; updates ``seen``."""
         out = []
-        for row, k in zip(candidates, _row_keys(candidates)):
+        for row, k in zip(candidates, row_keys(candidates)):
             if len(out) == n:
                 break
             if k not in seen:

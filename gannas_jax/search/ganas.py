@@ -19,7 +19,8 @@ import jax
 import numpy as np
 
 from gannas_jax.gan import GanConfig, discriminate, fit_gan, generate, init_gan
-from gannas_jax.search.base import Algorithm, SearchError, State, host_rng, mutate_host
+from gannas_jax.search.base import (Algorithm, SearchError, State, host_rng, mutate_host,
+                                    row_keys)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,19 +93,17 @@ class GanNas(Algorithm):
         if self.num_mutants:
             parents = real[rng.integers(0, len(real), size=self.num_mutants)]
             pool.append(mutate_host(self.space, rng, parents))
-        cands = self.take_novel(np.concatenate(pool), set(seen), len(np.concatenate(pool)))
+        pool = np.concatenate(pool)
+        cands = self.take_novel(pool, set(seen), len(pool))
         if len(cands) < n:  # collapse: top up with mutants of the real set, then random
             extra = mutate_host(self.space, rng, real[rng.integers(0, len(real), size=8 * n)])
-            cands = np.concatenate([cands, self.take_novel(extra, seen | _keys(cands), n - len(cands))])
+            cands = np.concatenate([cands, self.take_novel(extra, seen | set(row_keys(cands)), n - len(cands))])
         if len(cands) > n:
             logits = np.asarray(discriminate(gan, cands))
             cands = cands[np.argsort(-logits, kind="stable")[:n]]
         if len(cands) < n:
-            cands = np.concatenate([cands, self.random_novel(rng, seen | _keys(cands), n - len(cands))])
+            cands = np.concatenate([cands, self.random_novel(rng, seen | set(row_keys(cands)), n - len(cands))])
         if len(cands) != n:
             raise SearchError(f"ganas: produced {len(cands)} of {n} architectures")
         return cands, state
 
-
-def _keys(archs: np.ndarray) -> set[bytes]:
-    return {r.tobytes() for r in np.ascontiguousarray(archs, dtype=np.int32)}
