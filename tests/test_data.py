@@ -58,7 +58,7 @@ def test_batches_iterator(digits):
 @pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("fashion_mnist", (28, 28, 1)),
                                         ("cifar10", (32, 32, 3))])
 def test_tfds_path_with_mock_data(name, shape):
-    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow_datasets as tfds  # a core dependency: a missing install must fail, not skip
     with tfds.testing.mock_data(num_examples=40):
         ds = data.load_dataset(name, val_size=8)
     assert ds.input_shape == shape and ds.num_classes == 10
