@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gannas_jax.decode import DECODE_MODES, decode, masked_entropy
+from gannas_jax.decode import DECODE_MODES, decode
+from gannas_jax.gan.encoding import encoding
 from gannas_jax.gan.losses import get_loss
 from gannas_jax.gan.models import Discriminator, Generator
 from gannas_jax.spaces.base import Space
@@ -289,7 +290,8 @@ def _d_apply(space, config, d_params, x, key):
 def _critic_update(state: GanState, d_params, d_opt_state, real, fake, eps, drop_key):
     """One discriminator update on ``real`` and (stop-gradient) ``fake`` encodings.
 
-    ``eps: float32[B, 1, 1]`` are the WGAN-GP interpolation weights (unused by other losses).
+    ``real``, ``fake``: ``float32[B, N]`` compact encodings. ``eps: float32[B, 1]`` are the
+    WGAN-GP interpolation weights (unused by other losses).
     """
     space, config = state.space, state.config
     loss = get_loss(config.loss)
@@ -305,7 +307,7 @@ def _critic_update(state: GanState, d_params, d_opt_state, real, fake, eps, drop
         if loss.gradient_penalty:
             mixed = eps * real + (1.0 - eps) * fake
             grads = jax.grad(lambda x: jnp.sum(_d_apply(space, config, p, x, drop_gp_key)))(mixed)
-            norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=(1, 2)) + 1e-12)
+            norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=-1) + 1e-12)
             gp = jnp.mean(jnp.square(norms - 1.0))
             aux["gradient_penalty"] = gp
             d_loss = d_loss + config.gp_weight * gp
@@ -317,52 +319,51 @@ def _critic_update(state: GanState, d_params, d_opt_state, real, fake, eps, drop
     return optax.apply_updates(d_params, updates), d_opt_state, dict(aux, d_loss=d_loss)
 
 
-def _hard(space: Space, perturbed: jax.Array) -> tuple[jax.Array, jax.Array]:
-    raw = jnp.argmax(perturbed, axis=-1).astype(jnp.int32)
-    return raw, jax.nn.one_hot(raw, space.max_cardinality, dtype=perturbed.dtype)
-
-
-def _entropy_bonus(space: Space, config: GanConfig, logits: jax.Array) -> jax.Array:
+def _entropy_bonus(config: GanConfig, enc, logits: jax.Array) -> jax.Array:
     """Mean per-variable entropy of the generator's categoricals; skipped (0) at weight 0."""
     if not config.entropy_weight:
         return jnp.zeros((), logits.dtype)
-    return jnp.mean(masked_entropy(space, logits))
+    return jnp.mean(enc.mean_entropy(logits))
 
 
 def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax.Array):
     """One adversarial step: ``n_critic`` critic updates, then one generator update.
 
+    The step works on the compact encoding (:mod:`gannas_jax.gan.encoding`): generator logits,
+    Gumbel noise, samples and discriminator inputs are all ``[B, N]``.
+
     Args:
       state: current state.
       key: this step's key.
-      real_onehot: ``float32[capacity, V, Cmax]``; only the first ``num_real`` rows are read.
+      real_onehot: ``float32[capacity, N]`` compact one-hot; only the first ``num_real`` rows
+        are read.
       num_real: ``int32[]``.
 
     Returns:
       ``(new_state, metrics)`` with scalar metrics.
     """
     space, config = state.space, state.config
+    enc = encoding(space)
     loss = get_loss(config.loss)
     gen = config.generator(space)
-    b, nc = config.batch_size, config.n_critic
-    v, cmax = space.num_variables, space.max_cardinality
+    b, nc, n = config.batch_size, config.n_critic, enc.size
     noise_key, drop_key = jax.random.split(key)
     # Streams: 0 z, 1 Gumbel, then per critic update: real rows, GP weights, extra z, extra Gumbel.
     noise = _Noise(noise_key, config.noise, 2 + 4 * nc)
     tau = config.temperature(state.step)
 
     z = noise.normal(0, (b, config.z_dim))
-    logits, g_vjp = jax.vjp(lambda p: gen.apply(p, z), state.g_params)
+    logits, g_vjp = jax.vjp(lambda p: gen.apply(p, z, compact=True), state.g_params)
     # One draw of Gumbel noise: the critic's fakes and the generator's gradient use the same sample.
-    gumbel = noise.gumbel(1, (b, v, cmax))
+    gumbel = noise.gumbel(1, (b, n))
     straight = config.generator_mode == "straight_through"
 
-    raw, fake = _hard(space, logits + gumbel)
+    _, fake = enc.hard(logits + gumbel)
 
     def relaxed(lg):
         # Straight-through: the value is the hard sample drawn above (lg == logits here), the
         # gradient that of the tempered softmax.
-        soft = jax.nn.softmax((lg + gumbel) * (1.0 / tau), axis=-1)
+        soft = enc.softmax((lg + gumbel) * (1.0 / tau))
         return fake + soft - jax.lax.stop_gradient(soft)
 
     d_params, d_opt_state = state.d_params, state.d_opt_state
@@ -372,10 +373,10 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
             fake_j = fake
         else:  # earlier critic updates see fresh (gradient-free) generator samples
             zj = noise.normal(2 + 4 * j + 2, (b, config.z_dim))
-            lj = gen.apply(state.g_params, zj) + noise.gumbel(2 + 4 * j + 3, (b, v, cmax))
-            fake_j = _hard(space, lj)[1]
+            lj = gen.apply(state.g_params, zj, compact=True) + noise.gumbel(2 + 4 * j + 3, (b, n))
+            fake_j = enc.hard(lj)[1]
         real = real_onehot[noise.randint(2 + 4 * j, (b,), num_real)]
-        eps = noise.uniform(2 + 4 * j + 1, (b, 1, 1)) if loss.gradient_penalty else None
+        eps = noise.uniform(2 + 4 * j + 1, (b, 1)) if loss.gradient_penalty else None
         d_params, d_opt_state, metrics = _critic_update(
             state, d_params, d_opt_state, real, fake_j, eps, jax.random.fold_in(drop_key, j))
 
@@ -384,7 +385,7 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
     if straight:
         def g_objective(lg):
             adv = loss.g_loss(_d_apply(space, config, d_params, relaxed(lg), g_drop_key))
-            ent = _entropy_bonus(space, config, lg)
+            ent = _entropy_bonus(config, enc, lg)
             return adv - config.entropy_weight * ent, (adv, ent)
     else:
         reward = jax.lax.stop_gradient(loss.reward(_d_apply(space, config, d_params, fake, g_drop_key)))
@@ -398,11 +399,10 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
         baseline = config.baseline_decay * old + (1.0 - config.baseline_decay) * mean_reward
 
         def g_objective(lg):
-            logp = jax.nn.log_softmax(lg, axis=-1)
             # Mean (not sum) over variables, on the same scale as the entropy bonus.
-            logp_a = jnp.mean(jnp.take_along_axis(logp, raw[..., None], axis=-1)[..., 0], axis=-1)
+            logp_a = enc.mean_log_prob(lg, fake)
             surrogate = -jnp.mean(advantage * logp_a)
-            ent = _entropy_bonus(space, config, lg)
+            ent = _entropy_bonus(config, enc, lg)
             return surrogate - config.entropy_weight * ent, (-mean_reward, ent)
 
     (_, (g_loss, entropy)), dlogits = jax.value_and_grad(g_objective, has_aux=True)(logits)
@@ -420,7 +420,8 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
 
 
 def _real_onehot(space: Space, real_padded: jax.Array) -> jax.Array:
-    return jax.nn.one_hot(space.canonicalize(real_padded), space.max_cardinality, dtype=jnp.float32)
+    """Compact one-hot ``float32[n, N]`` of the canonical codes."""
+    return encoding(space).onehot(space.canonicalize(real_padded))
 
 
 def _tree_finite(tree) -> jax.Array:
