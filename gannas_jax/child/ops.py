@@ -13,6 +13,8 @@ and runs 10x slower than ``lax.conv``; ``conv_general_dilated_patches`` + matmul
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -101,21 +103,49 @@ def max_pool_same(x: jax.Array, window: int = 3) -> jax.Array:
     return out
 
 
+def _box_sum(x: jax.Array, window: int) -> jax.Array:
+    """Sum over a ``window x window`` neighbourhood with zero 'same' padding, done separably."""
+    _, h, w, _ = x.shape
+    p = window // 2
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    rows = sum(xp[:, i:i + h, :, :] for i in range(window))
+    return sum(rows[:, :, j:j + w, :] for j in range(window))
+
+
+def _pool_count(x: jax.Array, window: int) -> jax.Array:
+    """In-image pixels under each window, ``[1, H, W, 1]`` (a constant of the shape)."""
+    _, h, w, _ = x.shape
+    return _box_sum(jnp.ones((1, h, w, 1), x.dtype), window)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def avg_pool_same(x: jax.Array, window: int = 3, count_include_pad: bool = True) -> jax.Array:
     """``window x window`` stride-1 average pool with zero 'same' padding.
 
     With ``count_include_pad`` the divisor is always ``window**2`` (PyTorch's default); without,
     it is the number of in-image pixels under the window (NAS-Bench-201's pool).
+
+    The window sum is separable (a row sum, then a column sum) and self-adjoint (a symmetric
+    window with zero padding), so the gradient is the same box sum of the cotangent; autodiff of
+    the shifted slices would emit one pad per window tap instead (measured: the pool's backward
+    pass was 10% of a digits child step).
     """
-    _, h, w, _ = x.shape
-    p = window // 2
-    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    out = sum(xp[:, i:i + h, j:j + w, :] for i in range(window) for j in range(window))
     if count_include_pad:
-        return out / (window * window)
-    ones = jnp.pad(jnp.ones((1, h, w, 1), x.dtype), ((0, 0), (p, p), (p, p), (0, 0)))
-    count = sum(ones[:, i:i + h, j:j + w, :] for i in range(window) for j in range(window))
-    return out / count
+        return _box_sum(x, window) / (window * window)
+    return _box_sum(x, window) / _pool_count(x, window)
+
+
+def _avg_pool_fwd(x, window, count_include_pad):
+    return avg_pool_same(x, window, count_include_pad), None
+
+
+def _avg_pool_bwd(window, count_include_pad, _, g):
+    if count_include_pad:
+        return (_box_sum(g, window) / (window * window),)
+    return (_box_sum(g / _pool_count(g, window), window),)
+
+
+avg_pool_same.defvjp(_avg_pool_fwd, _avg_pool_bwd)
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
