@@ -90,8 +90,18 @@ def conv_strided(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     return y[:, ::stride, ::stride, :] if stride > 1 else y
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def max_pool_same(x: jax.Array, window: int = 3) -> jax.Array:
-    """``window x window`` stride-1 max pool with -inf 'same' padding. ``[B,H,W,C] -> [B,H,W,C]``."""
+    """``window x window`` stride-1 max pool with -inf 'same' padding. ``[B,H,W,C] -> [B,H,W,C]``.
+
+    The gradient goes to the first maximum of each window in row-major order (like
+    ``reduce_window``'s select-and-scatter). Autodiff of the chain of ``jnp.maximum`` would emit
+    a tie-splitting select per window tap instead (measured: 9% of a digits child step).
+    """
+    return _max_pool(x, window)
+
+
+def _max_pool(x, window):
     _, h, w, _ = x.shape
     p = window // 2
     xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
@@ -101,6 +111,35 @@ def max_pool_same(x: jax.Array, window: int = 3) -> jax.Array:
             if i or j:
                 out = jnp.maximum(out, xp[:, i:i + h, j:j + w, :])
     return out
+
+
+def _max_pool_fwd(x, window):
+    out = _max_pool(x, window)
+    return out, (x, out)
+
+
+def _max_pool_bwd(window, res, g):
+    x, out = res
+    _, h, w, _ = x.shape
+    p = window // 2
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
+    # tap k = i * window + j of the first maximum of each output window
+    arg = jnp.full(out.shape, -1, jnp.int32)
+    for k in reversed(range(window * window)):
+        i, j = divmod(k, window)
+        arg = jnp.where(xp[:, i:i + h, j:j + w, :] == out, k, arg)
+    # input pixel (y, x) sits at tap (i, j) of output window (y - i + p, x - j + p)
+    pad = ((0, 0), (p, p), (p, p), (0, 0))
+    argp, gp = jnp.pad(arg, pad, constant_values=-1), jnp.pad(g, pad)
+    dx = jnp.zeros_like(x)
+    for k in range(window * window):
+        i, j = divmod(k, window)
+        sl = (slice(None), slice(2 * p - i, 2 * p - i + h), slice(2 * p - j, 2 * p - j + w), slice(None))
+        dx = dx + jnp.where(argp[sl] == k, gp[sl], 0.0)
+    return (dx,)
+
+
+max_pool_same.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def _box_sum(x: jax.Array, window: int) -> jax.Array:
