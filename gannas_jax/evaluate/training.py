@@ -123,12 +123,12 @@ def correct(child: Child, variables: dict, arch: jax.Array, x: jax.Array, y: jax
             chunk: int) -> jax.Array:
     """``bool[n]``: whether each example of ``x [n, ...]`` is classified as ``y [n]``.
 
-    Inference runs in chunks of ``chunk`` examples (one traced forward pass, in ``lax.map`` when
-    there are several chunks).
+    Inference runs in equal chunks of at most ``chunk`` examples (one traced forward pass, in
+    ``lax.map`` when there are several chunks), sized for the least padding.
     """
     n = x.shape[0]
-    chunk = min(chunk, n)
-    n_chunks = -(-n // chunk)
+    n_chunks = -(-n // min(chunk, n))
+    chunk = -(-n // n_chunks)
     pad = n_chunks * chunk - n
     xp = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape((n_chunks, chunk) + x.shape[1:])
     yp = jnp.pad(y, (0, pad), constant_values=-1).reshape(n_chunks, chunk)
