@@ -9,12 +9,15 @@ taken branch). Shapes never depend on the architectures, so any batch of any arc
 the same compiled program.
 
 Where the time goes on a 2-core CPU (default ``SequentialSpace``, P=16, the default recipe;
-``scripts/bench_torch.py child``): about 2.8 s tracing, 24 s XLA compilation and 32 s running
-(6.6 ms per child-step) against 11 s for PyTorch eager at exact sizes. The children's exact
-forward cost is only 0.06 MFLOP per image, so both sides are overhead-bound; on the JAX side the
-running time is per-op overhead of the member loop, 32-channel padded activations and Adam over
-390k max-size parameters, and compilation is dominated by the per-slot op switch (forward,
-recomputed forward and backward). See the issue report for the measurements.
+``scripts/bench_torch.py child`` on an otherwise idle machine): about 1.8 s tracing, 6.5 s XLA
+compilation (at LLVM -O1, see ``CPU_COMPILER_OPTIONS``) and 7 s running on the two XLA CPU devices
+that importing the package creates (1.5 ms per child-step; about 3 ms on one device), against
+8-10 s for PyTorch eager at exact sizes on one thread. The children's exact forward cost is only
+0.06 MFLOP per image, so both sides are overhead-bound; on the JAX side the running time is memory
+traffic on 32-channel padded activations, Adam over 390k max-size parameters and the per-slot
+slicing of the slot scan, and compilation is dominated by the per-slot op switch (forward,
+recomputed forward and backward). The two devices need both cores: with another busy process on
+the machine the JAX side slows down about 2x, the one-thread PyTorch side hardly at all.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ class TrainConfig:
         with ``vmap``).
       population: capacity P; batches are padded to it so their size never recompiles.
       devices: devices to spread the population over (population parallelism); 0 means all local
-        devices that divide P, 1 disables.
+        devices that divide P, 1 disables. On CPU, importing ``gannas_jax`` makes one XLA device
+        per core (see ``gannas_jax/__init__.py``), so the default uses every core.
       data_seed: seed of the training data order (shared by all children).
       eval_batch_size: chunk size of validation/test inference.
       nb201_channels: NB201 skeleton width C.
