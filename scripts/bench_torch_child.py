@@ -38,8 +38,9 @@ def _parse(argv):
     p.add_argument("--learning-rate", type=float, default=None, help="override TrainConfig.learning_rate")
     p.add_argument("--strategy", default=None, help="override TrainConfig.strategy (auto, map, vmap)")
     p.add_argument("--conv-impl", default=None, help="override TrainConfig.conv_impl")
-    p.add_argument("--jax-devices", type=int, default=1,
-                   help="XLA CPU devices for population parallelism (needs JAX not yet started)")
+    p.add_argument("--jax-devices", type=int, default=None,
+                   help="XLA CPU devices for population parallelism (needs JAX not yet started); default: "
+                        "the library's own choice (one per core, see gannas_jax/__init__.py)")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch intra-op threads; 1 is fastest for these tiny models, and on a shared "
                         "machine 2 threads stall on each other (measured 7x slower at load 5)")
@@ -122,7 +123,7 @@ def _run_torch(torch, space, archs, statics, ds, idx, cfg):
 
 def main(argv: list[str]) -> int:
     args = _parse(argv)
-    if args.jax_devices > 1:
+    if args.jax_devices is not None:
         if "jax" in sys.modules:
             print("--jax-devices needs JAX not yet imported", file=sys.stderr)
             return 2
@@ -142,8 +143,7 @@ def main(argv: list[str]) -> int:
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size,
                                    "learning_rate": args.learning_rate, "strategy": args.strategy,
                                    "conv_impl": args.conv_impl}.items() if v is not None}
-    cfg = dataclasses.replace(TrainConfig(), population=args.population,
-                              devices=0 if args.jax_devices > 1 else 1, **overrides)
+    cfg = dataclasses.replace(TrainConfig(), population=args.population, **overrides)
     if cfg.optimizer != "adam" or cfg.schedule != "constant":
         print("the PyTorch baseline implements constant-lr Adam only", file=sys.stderr)
         return 2

@@ -186,9 +186,10 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
 
             def branch(h, w, b, ci, k, co):
                 wk, bk = w[o:o + kk, o:o + kk, :cin, :cout], b[:cout]
-                live_in, live_out = cin_arr[ci], cs_arr[co]
-                if cin > min(cin_values):  # a bucket can be wider than the live channels
-                    wk = wk * (jnp.arange(cin) < live_in).astype(wk.dtype).reshape(1, 1, cin, 1)
+                live_out = cs_arr[co]
+                # A bucket can be wider than the live channels. The input channels beyond the live
+                # count are exactly zero, so their weights add 0 and get a 0 gradient: only the
+                # output channels need a mask (measured: the input mask was ~3% of a child step).
                 if cout > min(cs):
                     m_out = (jnp.arange(cout) < live_out).astype(wk.dtype)
                     wk, bk = wk * m_out.reshape(1, 1, 1, cout), bk * m_out

@@ -9,12 +9,15 @@ taken branch). Shapes never depend on the architectures, so any batch of any arc
 the same compiled program.
 
 Where the time goes on a 2-core CPU (default ``SequentialSpace``, P=16, the default recipe;
-``scripts/bench_torch.py child``): about 2.8 s tracing, 24 s XLA compilation and 32 s running
-(6.6 ms per child-step) against 11 s for PyTorch eager at exact sizes. The children's exact
-forward cost is only 0.06 MFLOP per image, so both sides are overhead-bound; on the JAX side the
-running time is per-op overhead of the member loop, 32-channel padded activations and Adam over
-390k max-size parameters, and compilation is dominated by the per-slot op switch (forward,
-recomputed forward and backward). See the issue report for the measurements.
+``scripts/bench_torch.py child`` on an otherwise idle machine): about 1.8 s tracing, 6.5 s XLA
+compilation (at LLVM -O1, see ``CPU_COMPILER_OPTIONS``) and 7 s running on the two XLA CPU devices
+that importing the package creates (1.5 ms per child-step; about 3 ms on one device), against
+8-10 s for PyTorch eager at exact sizes on one thread. The children's exact forward cost is only
+0.06 MFLOP per image, so both sides are overhead-bound; on the JAX side the running time is memory
+traffic on 32-channel padded activations, Adam over 390k max-size parameters and the per-slot
+slicing of the slot scan, and compilation is dominated by the per-slot op switch (forward,
+recomputed forward and backward). The two devices need both cores: with another busy process on
+the machine the JAX side slows down about 2x, the one-thread PyTorch side hardly at all.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ from gannas_jax.evaluate.base import EvalResult
 from gannas_jax.spaces import Space
 
 STRATEGIES = ("auto", "vmap", "map")
+
+# XLA:CPU compile options of the training program. LLVM's default -O2 pipeline took 4 s of the
+# 10 s compile of the default digits program and bought nothing at run time: the children are
+# bound by per-op overhead and memory traffic, not by the quality of the emitted loops (measured,
+# P=16, 50 steps: -O2 compile 9.8 s, 4.0 ms per child-step; -O1 5.7 s, 3.9 ms; -O0 4.0 s, 35 ms).
+CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
 
@@ -58,7 +67,8 @@ class TrainConfig:
         with ``vmap``).
       population: capacity P; batches are padded to it so their size never recompiles.
       devices: devices to spread the population over (population parallelism); 0 means all local
-        devices that divide P, 1 disables.
+        devices that divide P, 1 disables. On CPU, importing ``gannas_jax`` makes one XLA device
+        per core (see ``gannas_jax/__init__.py``), so the default uses every core.
       data_seed: seed of the training data order (shared by all children).
       eval_batch_size: chunk size of validation/test inference.
       nb201_channels: NB201 skeleton width C.
@@ -117,12 +127,12 @@ def correct(child: Child, variables: dict, arch: jax.Array, x: jax.Array, y: jax
             chunk: int) -> jax.Array:
     """``bool[n]``: whether each example of ``x [n, ...]`` is classified as ``y [n]``.
 
-    Inference runs in chunks of ``chunk`` examples (one traced forward pass, in ``lax.map`` when
-    there are several chunks).
+    Inference runs in equal chunks of at most ``chunk`` examples (one traced forward pass, in
+    ``lax.map`` when there are several chunks), sized for the least padding.
     """
     n = x.shape[0]
-    chunk = min(chunk, n)
-    n_chunks = -(-n // chunk)
+    n_chunks = -(-n // min(chunk, n))
+    chunk = -(-n // n_chunks)
     pad = n_chunks * chunk - n
     xp = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape((n_chunks, chunk) + x.shape[1:])
     yp = jnp.pad(y, (0, pad), constant_values=-1).reshape(n_chunks, chunk)
@@ -273,7 +283,8 @@ class TrainingEvaluator:
             # Ahead-of-time, so that the benchmark can split tracing, compiling and running.
             lowered = self._program.lower(*args)
             t1 = time.perf_counter()
-            self._compiled = lowered.compile()
+            opts = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+            self._compiled = lowered.compile(compiler_options=opts)
             t2 = time.perf_counter()
             self.compile_count += 1
             self.compile_breakdown = {"lower_s": t1 - t0, "compile_s": t2 - t1}
