@@ -2,37 +2,7 @@
 
 The public API is re-exported flat from here. Heavy optional dependencies (tensorflow-datasets,
 matplotlib, torch) are imported lazily where they are used, never at import time.
-
-Importing the package splits the host CPU into one XLA device per core (at most 8), unless JAX
-has already started, ``XLA_FLAGS`` sets ``--xla_force_host_platform_device_count``, the
-``jax_num_cpu_devices`` option is set, or ``GANNAS_CPU_DEVICES`` says otherwise (``1`` turns it
-off). XLA:CPU runs one device's program on about one core, so this is what lets
-:class:`TrainingEvaluator` train the population on every core (population parallelism); programs
-placed on one device are unaffected.
 """
-
-
-def _split_cpu_devices() -> None:
-    import os
-
-    import jax
-
-    want = os.environ.get("GANNAS_CPU_DEVICES", "auto").strip().lower()
-    try:
-        n = min(len(os.sched_getaffinity(0)), 8) if want == "auto" else int(want)
-    except (AttributeError, ValueError):
-        n = min(os.cpu_count() or 1, 8) if want == "auto" else 1
-    if n <= 1 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
-        return
-    if jax.config.jax_num_cpu_devices != -1:
-        return
-    try:
-        jax.config.update("jax_num_cpu_devices", n)
-    except RuntimeError:  # a backend is already initialized: keep what the user has
-        pass
-
-
-_split_cpu_devices()
 
 from gannas_jax.evaluate import EvalResult, Evaluator
 from gannas_jax.spaces import NB201Space, SequentialSpace, Space, isomorphism_key
@@ -65,10 +35,11 @@ __all__ += ["DECODE_MODES", "Discriminator", "GanConfig", "GanState", "Generator
 from gannas_jax.child import Child, NB201Child, SequentialChild, make_child, static_nb201, static_sequential
 from gannas_jax.data import Dataset, DatasetUnavailableError, batch_indices, batches, load_dataset
 from gannas_jax.evaluate.training import TrainConfig, TrainingEvaluator
-from gannas_jax.parallel import ChildState, fit_data_parallel, population_parallel, train_step
+from gannas_jax.parallel import ChildState, fit_data_parallel, population_parallel, train_step, use_cpu_cores
 
 __all__ += ["Child", "ChildState", "Dataset", "DatasetUnavailableError", "NB201Child", "SequentialChild",
             "TrainConfig", "TrainingEvaluator", "batch_indices", "batches", "fit_data_parallel", "load_dataset",
-            "make_child", "population_parallel", "static_nb201", "static_sequential", "train_step"]
+            "make_child", "population_parallel", "static_nb201", "static_sequential", "train_step",
+            "use_cpu_cores"]
 
 # --- search (search/) ---

@@ -14,8 +14,9 @@ arch-aware init, exported at exact size), so the accuracies are directly compara
   after another in eager mode; its time includes building the models.
 
 JAX and PyTorch repeats are interleaved and medians reported, because the machine may be shared.
-Prints a Markdown table; ``--out`` writes the numbers as JSON. ``--jax-devices N`` (set before JAX
-starts) splits the CPU into N XLA devices and trains the population on them in parallel.
+Prints a Markdown table; ``--out`` writes the numbers as JSON. Like ``scripts/search.py``, the
+script splits the CPU into one XLA device per core (``gannas_jax.use_cpu_cores``) and the
+evaluator trains the population on them in parallel; ``--jax-devices N`` picks another count.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def _parse(argv):
     p.add_argument("--strategy", default=None, help="override TrainConfig.strategy (auto, map, vmap)")
     p.add_argument("--conv-impl", default=None, help="override TrainConfig.conv_impl")
     p.add_argument("--jax-devices", type=int, default=None,
-                   help="XLA CPU devices for population parallelism (needs JAX not yet started); default: "
-                        "the library's own choice (one per core, see gannas_jax/__init__.py)")
+                   help="XLA CPU devices for population parallelism; default: one per core "
+                        "(gannas_jax.use_cpu_cores, as scripts/search.py does)")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch intra-op threads; 1 is fastest for these tiny models, and on a shared "
                         "machine 2 threads stall on each other (measured 7x slower at load 5)")
@@ -123,19 +124,19 @@ def _run_torch(torch, space, archs, statics, ds, idx, cfg):
 
 def main(argv: list[str]) -> int:
     args = _parse(argv)
-    if args.jax_devices is not None:
-        if "jax" in sys.modules:
-            print("--jax-devices needs JAX not yet imported", file=sys.stderr)
-            return 2
-        flags = os.environ.get("XLA_FLAGS", "")
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.jax_devices}".strip()
+    if args.jax_devices is not None and args.jax_devices < 1:
+        print("--jax-devices must be >= 1", file=sys.stderr)
+        return 2
 
     import dataclasses
 
     import jax
     import numpy as np
 
-    from gannas_jax import SequentialSpace
+    from gannas_jax import SequentialSpace, use_cpu_cores
+
+    # What scripts/search.py does: one XLA CPU device per core, so the population trains on all.
+    use_cpu_cores(args.jax_devices)
     from gannas_jax.child import extract_static_sequential
     from gannas_jax.data import digits
     from gannas_jax.evaluate.training import TrainConfig, TrainingEvaluator

@@ -37,11 +37,14 @@ def main(argv: list[str]) -> int:
         return fail("--workdir is required")
     config = _CONFIG.value
 
+    from gannas_jax import use_cpu_cores
     from gannas_jax.data import DatasetUnavailableError
     from gannas_jax.search import run_search
     from gannas_jax.search.factory import build
 
     try:
+        # One XLA CPU device per core: child populations train on every core (no effect on GPU/TPU).
+        use_cpu_cores()
         algorithm, evaluator = build(config)
         result = run_search(algorithm, evaluator, config.budget, _WORKDIR.value, config.seed,
                             config=config.to_dict())

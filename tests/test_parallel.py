@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 
+import gannas_jax as gj
 from gannas_jax import SequentialSpace, parallel
 from gannas_jax.child import make_child
 
@@ -98,3 +99,34 @@ def test_single_device_runner_and_bad_arguments():
     np.testing.assert_allclose(got, want, rtol=1e-6)
     with pytest.raises(ValueError, match="runner"):
         parallel.fit_data_parallel(child, tx, state, arch, x, y, runner="xmap")
+
+
+USE_CORES = """
+import json, os, jax
+import gannas_jax as gj
+out = {"returned": gj.use_cpu_cores(int(os.environ["WANT"]) if os.environ.get("WANT") else None)}
+jax.numpy.zeros(1).block_until_ready()
+out["devices"] = len(jax.devices())
+out["after_start"] = gj.use_cpu_cores(3)  # a started backend is left alone
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("env, expected", [({"WANT": "2"}, 2), ({"GANNAS_CPU_DEVICES": "3"}, 3),
+                                           ({"GANNAS_CPU_DEVICES": "1"}, 1)])
+def test_use_cpu_cores_splits_the_host_before_jax_starts(env, expected):
+    full = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GANNAS_CPU_DEVICES")}
+    proc = subprocess.run([sys.executable, "-c", USE_CORES], capture_output=True, text=True,
+                          env={**full, **env}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["devices"] == expected
+    assert out["after_start"] == (expected if expected > 1 else -1)
+
+
+def test_use_cpu_cores_rejects_bad_counts(monkeypatch):
+    monkeypatch.setenv("GANNAS_CPU_DEVICES", "many")
+    with pytest.raises(ValueError, match="GANNAS_CPU_DEVICES"):
+        gj.use_cpu_cores()
+    with pytest.raises(ValueError, match=">= 1"):
+        gj.use_cpu_cores(0)
