@@ -11,7 +11,7 @@ the same compiled program.
 Where the time goes on a 2-core CPU (default ``SequentialSpace``, P=16, the default recipe;
 ``scripts/bench_torch.py child`` on an otherwise idle machine): about 1.8 s tracing, 6.5 s XLA
 compilation (at LLVM -O1, see ``CPU_COMPILER_OPTIONS``) and 7 s running on the two XLA CPU devices
-that importing the package creates (1.5 ms per child-step; about 3 ms on one device), against
+that ``gannas_jax.use_cpu_cores()`` creates, as the scripts do (1.5 ms per child-step; about 3 ms on one device), against
 8-10 s for PyTorch eager at exact sizes on one thread. The children's exact forward cost is only
 0.06 MFLOP per image, so both sides are overhead-bound; on the JAX side the running time is memory
 traffic on 32-channel padded activations, Adam over 390k max-size parameters and the per-slot
@@ -67,8 +67,8 @@ class TrainConfig:
         with ``vmap``).
       population: capacity P; batches are padded to it so their size never recompiles.
       devices: devices to spread the population over (population parallelism); 0 means all local
-        devices that divide P, 1 disables. On CPU, importing ``gannas_jax`` makes one XLA device
-        per core (see ``gannas_jax/__init__.py``), so the default uses every core.
+        devices that divide P, 1 disables. On CPU, call ``gannas_jax.use_cpu_cores()`` before JAX
+        starts (the scripts do) for one XLA device per core, so that the default uses every core.
       data_seed: seed of the training data order (shared by all children).
       eval_batch_size: chunk size of validation/test inference.
       nb201_channels: NB201 skeleton width C.
