@@ -32,7 +32,7 @@ def get_config():
     c.ganas.num_mutants = 0
     c.ganas.reinit = False
     c.ganas.gan = dataclass_defaults(GanConfig)  # e.g. --config.ganas.gan.loss=hinge
-    c.ganas.gan.d_spectral_norm = False  # sharper candidate ranking, measured on cifar10
+    c.ganas.gan.d_spectral_norm = False  # see the README's design notes (GanNas)
 
     c.random = ml_collections.ConfigDict({"batch_size": 10})
     # Real et al. (2019) settings as used on NAS-Bench-201 by Dong & Yang (2020).

@@ -19,6 +19,7 @@ scripts call it at start.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import flax.struct
@@ -45,8 +46,6 @@ def use_cpu_cores(num_devices: int | None = None) -> int:
     Returns:
       The number of CPU devices JAX has or will have (``-1`` when that is left to JAX's default).
     """
-    import os
-
     if num_devices is None:
         want = os.environ.get("GANNAS_CPU_DEVICES", "").strip()
         if want:

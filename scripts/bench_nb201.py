@@ -75,9 +75,13 @@ def main(argv=None) -> int:
             pass
         node = base
         *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
+        try:
+            for p in path:
+                node = node[p]
+            node[last] = v
+        except (KeyError, AttributeError, TypeError, ValueError) as err:
+            print(f"bench_nb201.py: error: --set {item}: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
 
     rows, curves, opt = [], {}, {}
     t_start = time.perf_counter()

@@ -46,8 +46,8 @@ class GanNas(Algorithm):
     num_candidates: int = 1000
     num_mutants: int = 0
     reinit: bool = False
-    # Without spectral norm the discriminator ranks candidates more sharply: on NAS-Bench-201
-    # cifar10 (30 seeds, budget 150) mean regret 0.024 against 0.048 with it.
+    # Without spectral norm the discriminator ranks candidates more sharply (NAS-Bench-201 cifar10,
+    # 30 seeds, budget 150: see the README's design notes for the figures and the command).
     gan: GanConfig = dataclasses.field(default_factory=lambda: GanConfig(d_spectral_norm=False))
 
     name = "ganas"
