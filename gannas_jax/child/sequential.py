@@ -13,8 +13,8 @@ for every architecture:
   ``conv_impl='kernel'``: one branch per kernel size and input bucket (the image's channels, or
   the maximum), channels masked within a bucket. ``conv_impl='masked'``: one conv branch at
   ``K x K x Cm x Cm`` with kernel and channel masks, for ``vmap`` (accelerators).
-* Each slot's switch has a custom VJP (:func:`_slot_switch`), so the forward pass saves only the
-  slot's input and the backward pass recomputes the one taken branch.
+* A stage's slot scan has a custom VJP (:func:`_stage_scan`): the forward pass saves only each
+  slot's input, and the backward pass recomputes the one taken branch with its VJP.
 * The head's dense layers are masked by width. Canonical codes put the non-empty head slots first,
   so the classifier reads the flattened features (no hidden layer) or the last live hidden layer;
   it has one weight for each case.
@@ -230,37 +230,58 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
     return branches, index
 
 
-def _slot_switch(branches):
-    """``lax.switch`` over a slot's op branches whose backward pass is one switch too.
+def _stage_scan(branches):
+    """``stage(h, kern, bias, idx, ci, k, co) -> h``: the slots of a stage, each a ``lax.switch``.
 
-    A slot saves only its inputs; its backward switch runs, in the one taken branch, that
-    branch's forward and its VJP together. Autodiff of a switch (even rematerialized with
-    ``jax.checkpoint``) instead recomputes the forward in a second switch that must output the
-    union of every branch's residuals, zero-filled for the untaken ones: measured on the default
-    digits program, those zero fills were ~15% of a child step, and the extra switch per stage
-    ~25% of the switch code XLA compiles.
+    ``kern [L, ...]``, ``bias [L, Cm]`` are the stage's stacked weights and the int ``[L]``
+    arrays the per-slot branch index and codes. The forward pass is a ``lax.scan`` over slots
+    that saves only each slot's input activation. The custom backward pass is a reverse scan
+    whose switch runs, in the one taken branch, that branch's forward and its VJP together, and
+    reads the weights from the stacked arrays.
+
+    Autodiff of a switch (even rematerialized with ``jax.checkpoint``) instead recomputes the
+    forward in a second switch that must output the union of every branch's residuals,
+    zero-filled for the untaken ones, and the scan stacks every slot's weights as residuals:
+    measured on the default digits program, the zero fills alone were ~15% of a child step, and
+    the extra switch per stage ~25% of the switch code XLA compiles.
     """
 
-    @jax.custom_vjp
-    def switch(i, h, w, bb, ci, k, co):
-        return lax.switch(i, branches, h, w, bb, ci, k, co)
+    def run(h, kern, bias, idx, ci, k, co, save):
+        def slot(h, inp):
+            w, bb, i, c, kk, o = inp
+            return lax.switch(i, branches, h, w, bb, c, kk, o), (h if save else None)
 
-    def fwd(i, h, w, bb, ci, k, co):
-        return switch(i, h, w, bb, ci, k, co), (i, h, w, bb, ci, k, co)
+        return lax.scan(slot, h, (kern, bias, idx, ci, k, co))
+
+    @jax.custom_vjp
+    def stage(h, kern, bias, idx, ci, k, co):
+        return run(h, kern, bias, idx, ci, k, co, save=False)[0]
+
+    def fwd(h, kern, bias, idx, ci, k, co):
+        out, hs = run(h, kern, bias, idx, ci, k, co, save=True)
+        return out, (hs, kern, bias, idx, ci, k, co)
 
     def pullback(branch):
-        def run(h, w, bb, ci, k, co, g):
-            _, vjp = jax.vjp(lambda h, w, bb: branch(h, w, bb, ci, k, co), h, w, bb)
+        def pull(h, w, bb, c, kk, o, g):
+            _, vjp = jax.vjp(lambda h, w, bb: branch(h, w, bb, c, kk, o), h, w, bb)
             return vjp(g)
-        return run
+        return pull
+
+    pullbacks = [pullback(f) for f in branches]
 
     def bwd(res, g):
-        i, h, w, bb, ci, k, co = res
-        dh, dw, db = lax.switch(i, [pullback(f) for f in branches], h, w, bb, ci, k, co, g)
-        return None, dh, dw, db, None, None, None
+        hs, kern, bias, idx, ci, k, co = res
 
-    switch.defvjp(fwd, bwd)
-    return switch
+        def slot(g, inp):
+            h, w, bb, i, c, kk, o = inp
+            dh, dw, db = lax.switch(i, pullbacks, h, w, bb, c, kk, o, g)
+            return dh, (dw, db)
+
+        dh, (dkern, dbias) = lax.scan(slot, g, (hs, kern, bias, idx, ci, k, co), reverse=True)
+        return dh, dkern, dbias, None, None, None, None
+
+    stage.defvjp(fwd, bwd)
+    return stage
 
 
 def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_hidden, out_bias):
@@ -272,7 +293,7 @@ def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_h
     slot_cin = _slot_cin(space, stage)
     branches, index = _stage_branches(space, conv_impl)
 
-    _switch = _slot_switch(branches)
+    stage_fn = _stage_scan(branches)
 
     b = x.shape[0]
     h = jnp.pad(x.astype(jnp.float32), ((0, 0), (0, 0), (0, 0), (0, cm - x.shape[-1])))
@@ -281,12 +302,8 @@ def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_h
             h = ops.max_pool_2x2(h)
         kern, bias = stage_w[s]
 
-        def slot(h, inp):
-            w, bb, code, ci = inp
-            op, k, co = code[0], code[1], code[2]
-            return _switch(index(op, k, ci, co), h, w, bb, ci, k, co), None
-
-        h, _ = lax.scan(slot, h, (kern, bias, stage[s], slot_cin[s]))
+        op, k, co, ci = stage[s, :, 0], stage[s, :, 1], stage[s, :, 2], slot_cin[s]
+        h = stage_fn(h, kern, bias, index(op, k, ci, co), ci, k, co)
     flat = h.reshape(b, -1)
     hid = jnp.zeros((b, wm), jnp.float32)
     widths = jnp.asarray(space.fc_widths, jnp.int32)
