@@ -25,7 +25,6 @@ child is training the exact-size network (Adam's update of a zero gradient with 
 
 from __future__ import annotations
 
-import functools
 import zlib
 from typing import Any
 
@@ -132,7 +131,14 @@ class SequentialChild(nn.Module):
 
 
 def _stage_branches(space: SequentialSpace, conv_impl: str):
-    """The op branches of one slot: ``f(h, kernel, bias, ci, k, co) -> h``, and the branch index."""
+    """The op branches of one slot and the branch index function.
+
+    Each branch is ``(f, window)``: ``f(h, w, b, ci, k, co) -> h`` where ``w``, ``b`` are the
+    part of the slot's max-size kernel and bias that the branch reads, given by ``window``:
+    ``None`` (no weights; ``w``, ``b`` are None), ``'full'``, or ``(o, kk, cin, cout)`` for
+    ``kernel[o:o+kk, o:o+kk, :cin, :cout]`` and ``bias[:cout]``. :func:`_stage_scan` slices
+    exactly that window out of the stacked weights, so ops without weights copy none.
+    """
     g = geometry(space)
     cm, kmax = g["cm"], g["kmax"]
     cin_values, ks, cs = g["cin_values"], space.kernel_sizes, space.channels
@@ -147,7 +153,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
             if mask:  # sigmoid(0) = 0.5: re-zero the padding channels
                 y = jnp.where((jnp.arange(cm) < jnp.asarray(cin_np)[ci]).reshape(1, 1, 1, cm), y, 0.0)
             return y
-        return branch
+        return branch, None
 
     # Measured: running these ops on exact channel buckets (a branch per op and channel count)
     # did not speed up steps on CPU but doubled compile time, so they run at Cm channels.
@@ -158,7 +164,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
         STAGE_OPS.index("sigmoid"): simple(jax.nn.sigmoid, mask=True),
         STAGE_OPS.index("tanh"): simple(jnp.tanh),
     }
-    branches = [lambda h, w, b, ci, k, co: h]  # none
+    branches = [(lambda h, w, b, ci, k, co: h, None)]  # none
     base = np.zeros(len(STAGE_OPS), np.int32)  # branch of each non-conv op
     for op in sorted(fns):
         base[op] = len(branches)
@@ -186,8 +192,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
         def conv_branch(kk, cin, cout):
             o = (kmax - kk) // 2
 
-            def branch(h, w, b, ci, k, co):
-                wk, bk = w[o:o + kk, o:o + kk, :cin, :cout], b[:cout]
+            def branch(h, wk, bk, ci, k, co):
                 live_out = jnp.asarray(cs_np)[co]
                 # A bucket can be wider than the live channels. The input channels beyond the live
                 # count are exactly zero, so their weights add 0 and get a 0 gradient: only the
@@ -197,7 +202,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
                     wk, bk = wk * m_out.reshape(1, 1, 1, cout), bk * m_out
                 y = ops.conv_same(h[..., :cin], wk, bk)
                 return jnp.pad(y, ((0, 0), (0, 0), (0, 0), (0, cm - cout))) if cout < cm else y
-            return branch
+            return branch, (o, kk, cin, cout)
 
         for kk in ks:
             for cin in cin_b:
@@ -222,7 +227,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
             wk = w * jnp.asarray(kmask)[k].reshape(kmax, kmax, 1, 1) * m_in.reshape(1, 1, cm, 1) * m_out.reshape(1, 1, 1, cm)
             return ops.conv_same(h, wk, b * m_out)
 
-        branches.append(masked)
+        branches.append((masked, "full"))
 
         def index(op, k, ci, co):
             return jnp.where(op == CONV, n_simple, simple_index(op, ci))
@@ -233,11 +238,13 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
 def _stage_scan(branches):
     """``stage(h, kern, bias, idx, ci, k, co) -> h``: the slots of a stage, each a ``lax.switch``.
 
-    ``kern [L, ...]``, ``bias [L, Cm]`` are the stage's stacked weights and the int ``[L]``
-    arrays the per-slot branch index and codes. The forward pass is a ``lax.scan`` over slots
-    that saves only each slot's input activation. The custom backward pass is a reverse scan
-    whose switch runs, in the one taken branch, that branch's forward and its VJP together, and
-    reads the weights from the stacked arrays.
+    ``branches`` are :func:`_stage_branches`'s ``(f, window)`` pairs. ``kern [L, K, K, Cm, Cm]``,
+    ``bias [L, Cm]`` are the stage's stacked weights and the int ``[L]`` arrays the per-slot
+    branch index and codes. The forward pass is a ``lax.scan`` over slots that saves only each
+    slot's input activation; each branch slices its exact weight window out of the stacked
+    arrays (ops without weights read none). The custom backward pass is a reverse scan whose
+    switch runs, in the one taken branch, that branch's forward and its VJP together, and places
+    the window's gradient into the slot's max-size gradient.
 
     Autodiff of a switch (even rematerialized with ``jax.checkpoint``) instead recomputes the
     forward in a second switch that must output the union of every branch's residuals,
@@ -246,12 +253,29 @@ def _stage_scan(branches):
     the extra switch per stage ~25% of the switch code XLA compiles.
     """
 
+    def take(window, kern, bias, l):
+        if window is None:
+            return None, None
+        if window == "full":
+            return lax.dynamic_index_in_dim(kern, l, keepdims=False), lax.dynamic_index_in_dim(bias, l, keepdims=False)
+        o, kk, cin, cout = window
+        return (lax.dynamic_slice(kern, (l, o, o, 0, 0), (1, kk, kk, cin, cout))[0],
+                lax.dynamic_slice(bias, (l, 0), (1, cout))[0])
+
+    def forward(f, window):
+        def run(h, kern, bias, l, c, kk, o):
+            w, b = take(window, kern, bias, l)
+            return f(h, w, b, c, kk, o)
+        return run
+
+    forwards = [forward(f, win) for f, win in branches]
+
     def run(h, kern, bias, idx, ci, k, co, save):
         def slot(h, inp):
-            w, bb, i, c, kk, o = inp
-            return lax.switch(i, branches, h, w, bb, c, kk, o), (h if save else None)
+            l, i, c, kk, o = inp
+            return lax.switch(i, forwards, h, kern, bias, l, c, kk, o), (h if save else None)
 
-        return lax.scan(slot, h, (kern, bias, idx, ci, k, co))
+        return lax.scan(slot, h, (jnp.arange(kern.shape[0]), idx, ci, k, co))
 
     @jax.custom_vjp
     def stage(h, kern, bias, idx, ci, k, co):
@@ -261,23 +285,31 @@ def _stage_scan(branches):
         out, hs = run(h, kern, bias, idx, ci, k, co, save=True)
         return out, (hs, kern, bias, idx, ci, k, co)
 
-    def pullback(branch):
-        def pull(h, w, bb, c, kk, o, g):
-            _, vjp = jax.vjp(lambda h, w, bb: branch(h, w, bb, c, kk, o), h, w, bb)
-            return vjp(g)
+    def pullback(f, window):
+        def pull(h, kern, bias, l, c, kk, o, g):
+            zw, zb = jnp.zeros(kern.shape[1:], kern.dtype), jnp.zeros(bias.shape[1:], bias.dtype)
+            if window is None:
+                (dh,) = jax.vjp(lambda h: f(h, None, None, c, kk, o), h)[1](g)
+                return dh, zw, zb
+            w, b = take(window, kern, bias, l)
+            dh, dw, db = jax.vjp(lambda h, w, b: f(h, w, b, c, kk, o), h, w, b)[1](g)
+            if window == "full":
+                return dh, dw, db
+            off, _, _, _ = window
+            return dh, lax.dynamic_update_slice(zw, dw, (off, off, 0, 0)), lax.dynamic_update_slice(zb, db, (0,))
         return pull
 
-    pullbacks = [pullback(f) for f in branches]
+    pullbacks = [pullback(f, win) for f, win in branches]
 
     def bwd(res, g):
         hs, kern, bias, idx, ci, k, co = res
 
         def slot(g, inp):
-            h, w, bb, i, c, kk, o = inp
-            dh, dw, db = lax.switch(i, pullbacks, h, w, bb, c, kk, o, g)
+            h, l, i, c, kk, o = inp
+            dh, dw, db = lax.switch(i, pullbacks, h, kern, bias, l, c, kk, o, g)
             return dh, (dw, db)
 
-        dh, (dkern, dbias) = lax.scan(slot, g, (hs, kern, bias, idx, ci, k, co), reverse=True)
+        dh, (dkern, dbias) = lax.scan(slot, g, (hs, jnp.arange(kern.shape[0]), idx, ci, k, co), reverse=True)
         return dh, dkern, dbias, None, None, None, None
 
     stage.defvjp(fwd, bwd)
