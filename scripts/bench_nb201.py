@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['dataset']} | {r['algorithm']} | {r['budget']} | {r['val_mean']:.2f} ± {r['val_std']:.2f} "
                      f"| {r['test_mean']:.2f} ± {r['test_std']:.2f} | {r['regret']:.3f} | {r['hit_rate']:.0%} |")
     lines.append("")
-    lines.append(f"Optimum (best validation accuracy): " + ", ".join(f"{d} {v:.2f}" for d, v in opt.items())
+    lines.append("Optimum (best validation accuracy): " + ", ".join(f"{d} {v:.2f}" for d, v in opt.items())
                  + f". Total wall time {total:.0f} s.")
     table_md = "\n".join(lines)
     print(table_md)

@@ -9,14 +9,14 @@ taken branch). Shapes never depend on the architectures, so any batch of any arc
 the same compiled program.
 
 Where the time goes on a 2-core CPU (default ``SequentialSpace``, P=16, the default recipe;
-``scripts/bench_torch.py child`` on an otherwise idle machine): about 1.8 s tracing, 6.5 s XLA
-compilation (at LLVM -O1, see ``CPU_COMPILER_OPTIONS``) and 7 s running on the two XLA CPU devices
-that ``gannas_jax.use_cpu_cores()`` creates, as the scripts do (1.5 ms per child-step; about 3 ms on one device), against
-8-10 s for PyTorch eager at exact sizes on one thread. The children's exact forward cost is only
-0.06 MFLOP per image, so both sides are overhead-bound; on the JAX side the running time is memory
-traffic on 32-channel padded activations, Adam over 390k max-size parameters and the per-slot
-slicing of the slot scan, and compilation is dominated by the per-slot op switch (forward,
-recomputed forward and backward). The two devices need both cores: with another busy process on
+``scripts/bench_torch.py child``): about 1.2 s tracing, 5.5 s XLA compilation (at LLVM -O1, see
+``CPU_COMPILER_OPTIONS``) and 6 s running on the two XLA CPU devices that
+``gannas_jax.use_cpu_cores()`` creates, as the scripts do (1.2 ms per child-step; about 2.5 ms on
+one device), against 7.5-9 s for PyTorch eager at exact sizes on one thread. The children's exact
+forward cost is only 0.06 MFLOP per image, so both sides are overhead-bound; on the JAX side the
+running time is memory traffic on 32-channel padded activations and Adam over 390k max-size
+parameters, and compilation is dominated by the per-slot op switch (forward and backward of each
+stage, and the inference forward). The two devices need both cores: with another busy process on
 the machine the JAX side slows down about 2x, the one-thread PyTorch side hardly at all.
 """
 
