@@ -30,6 +30,7 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+
 def use_cpu_cores(num_devices: int | None = None) -> int:
     """Makes XLA:CPU expose one device per core, so population parallelism uses every core.
 

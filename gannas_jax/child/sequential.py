@@ -293,9 +293,7 @@ def _stage_scan(branches):
                 return dh, zw, zb
             w, b = take(window, kern, bias, l)
             dh, dw, db = jax.vjp(lambda h, w, b: f(h, w, b, c, kk, o), h, w, b)[1](g)
-            if window == "full":
-                return dh, dw, db
-            off, _, _, _ = window
+            off = 0 if window == "full" else window[0]
             return dh, lax.dynamic_update_slice(zw, dw, (off, off, 0, 0)), lax.dynamic_update_slice(zb, db, (0,))
         return pull
 

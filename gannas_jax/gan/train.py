@@ -333,9 +333,8 @@ def _streams(config: GanConfig, key: jax.Array) -> tuple[_Noise, jax.Array]:
     return _Noise(noise_key, config.noise, 2 + 4 * config.n_critic), drop_key
 
 
-def _draws(space: Space, config: GanConfig, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _draws(space: Space, config: GanConfig, noise: _Noise) -> tuple[jax.Array, jax.Array]:
     """The generator batch's noise ``z [B, z_dim]`` and Gumbel noise ``[B, N]`` of a step."""
-    noise, _ = _streams(config, key)
     b = config.batch_size
     return noise.normal(0, (b, config.z_dim)), noise.gumbel(1, (b, encoding(space).size))
 
@@ -353,7 +352,7 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
       real_onehot: ``float32[capacity, N]`` compact one-hot; only the first ``num_real`` rows
         are read.
       num_real: ``int32[]``.
-      draws: this step's ``(z, gumbel)`` (:func:`_draws` of ``key``) when drawn in advance.
+      draws: this step's ``(z, gumbel)`` (:func:`_draws` of its streams) when drawn in advance.
 
     Returns:
       ``(new_state, metrics)`` with scalar metrics.
@@ -367,7 +366,7 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
     tau = config.temperature(state.step)
 
     # One draw of Gumbel noise: the critic's fakes and the generator's gradient use the same sample.
-    z, gumbel = _draws(space, config, key) if draws is None else draws
+    z, gumbel = _draws(space, config, noise) if draws is None else draws
     logits, g_vjp = jax.vjp(lambda p: gen.apply(p, z, compact=True), state.g_params)
     straight = config.generator_mode == "straight_through"
 
@@ -479,7 +478,7 @@ def _fit(state, real_padded, num_real, key, num_steps):
     # consumers (measured on the default SequentialSpace: ~90 us of a ~900 us step was noise).
     def run_chunk(s, _):
         keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(s.step + jnp.arange(chunk))
-        zs, gumbels = jax.vmap(lambda k: _draws(space, config, k))(keys)
+        zs, gumbels = jax.vmap(lambda k: _draws(space, config, _streams(config, k)[0]))(keys)
 
         def body(s, xs):
             k, z, g = xs
