@@ -17,6 +17,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 # Flax's default kernel init is lecun_normal: a normal truncated at +-2 std, rescaled so that the
@@ -285,3 +286,19 @@ def lecun_normal(key: jax.Array, shape: tuple[int, ...], fan_in: jax.Array) -> j
     """Flax's default kernel init with a *traced* fan-in (the exact-size layer's, not the max)."""
     z = jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
     return z * (lax.rsqrt(jnp.maximum(fan_in, 1).astype(jnp.float32)) / TRUNC_STD)
+
+
+def lecun_normal_many(key: jax.Array, shapes: list[tuple[int, ...]], fan_ins: list) -> list[jax.Array]:
+    """:func:`lecun_normal` of several kernels from one draw of truncated normals.
+
+    One draw is one random-number kernel for XLA to compile, instead of one per shape (measured on
+    the default digits training program: six separate draws cost ~2 s of its ~5 s compile).
+    """
+    sizes = [int(np.prod(s)) for s in shapes]
+    z = jax.random.truncated_normal(key, -2.0, 2.0, (sum(sizes),), jnp.float32)
+    out, off = [], 0
+    for shape, n, fan in zip(shapes, sizes, fan_ins):
+        scale = lax.rsqrt(jnp.maximum(jnp.asarray(fan), 1).astype(jnp.float32)) / TRUNC_STD
+        out.append(z[off:off + n].reshape(shape) * scale)
+        off += n
+    return out

@@ -378,8 +378,8 @@ def init_sequential(space: SequentialSpace, key: jax.Array, arch: jax.Array) -> 
     ks = jnp.asarray(space.kernel_sizes, jnp.int32)
     cs = jnp.asarray(space.channels, jnp.int32)
     widths = jnp.asarray(space.fc_widths, jnp.int32)
-    k_stage, k_fc, k_out = jax.random.split(key, 3)
     params: dict[str, jax.Array] = {}
+    kernels: list[tuple[str, tuple[int, ...], jax.Array, jax.Array]] = []  # name, shape, fan-in, mask
     pos = jnp.arange(kmax) - kmax // 2
     for s in range(space.num_stages):
         ksz = ks[stage[s, :, 1]]  # [L]
@@ -392,8 +392,7 @@ def init_sequential(space: SequentialSpace, key: jax.Array, arch: jax.Array) -> 
              & (jnp.arange(cm).reshape(1, 1, 1, 1, cm) < cout.reshape(L, 1, 1, 1, 1))
              & is_conv.reshape(L, 1, 1, 1, 1))
         fan_in = (ksz * ksz * cin).reshape(L, 1, 1, 1, 1)
-        z = ops.lecun_normal(jax.random.fold_in(k_stage, s), (L, kmax, kmax, cm, cm), fan_in)
-        params[f"stage{s}_kernel"] = jnp.where(m, z, 0.0)
+        kernels.append((f"stage{s}_kernel", (L, kmax, kmax, cm, cm), fan_in, m))
         params[f"stage{s}_bias"] = jnp.zeros((L, cm), jnp.float32)
     # channels after the last stage
     last_ci = jnp.asarray(g["cin_values"].index(g["cin"]), jnp.int32)
@@ -412,19 +411,20 @@ def init_sequential(space: SequentialSpace, key: jax.Array, arch: jax.Array) -> 
         cols = jnp.arange(wm) < widths[wi]
         in_rows, in_fan = (flat_rows, flat_fan) if f == 0 else (hid_rows, hid_fan)
         m = in_rows.reshape(-1, 1) & cols.reshape(1, wm) & live
-        z = ops.lecun_normal(jax.random.fold_in(k_fc, f), (in_rows.shape[0], wm), in_fan)
-        params[f"fc{f}_kernel"] = jnp.where(m, z, 0.0)
+        kernels.append((f"fc{f}_kernel", (in_rows.shape[0], wm), in_fan, m))
         params[f"fc{f}_bias"] = jnp.zeros((wm,), jnp.float32)
         hid_rows = jnp.where(live, cols, hid_rows)
         hid_fan = jnp.where(live, widths[wi], hid_fan)
     n_fc = jnp.sum(head[:, 0] != 0) if space.num_fc else 0
-    ko1, ko2 = jax.random.split(k_out)
-    z = ops.lecun_normal(ko1, (g["flat"], space.num_classes), flat_fan)
-    params["out_flat_kernel"] = jnp.where(flat_rows.reshape(-1, 1) & (n_fc == 0), z, 0.0)
+    kernels.append(("out_flat_kernel", (g["flat"], space.num_classes), flat_fan,
+                    flat_rows.reshape(-1, 1) & (n_fc == 0)))
     if space.num_fc:
-        z = ops.lecun_normal(ko2, (wm, space.num_classes), hid_fan)
-        params["out_hidden_kernel"] = jnp.where(hid_rows.reshape(-1, 1) & (n_fc > 0), z, 0.0)
+        kernels.append(("out_hidden_kernel", (wm, space.num_classes), hid_fan,
+                        hid_rows.reshape(-1, 1) & (n_fc > 0)))
     params["out_bias"] = jnp.zeros((space.num_classes,), jnp.float32)
+    draws = ops.lecun_normal_many(key, [k[1] for k in kernels], [k[2] for k in kernels])
+    for (name, _, _, m), z in zip(kernels, draws):
+        params[name] = jnp.where(m, z, 0.0)
     return params
 
 
