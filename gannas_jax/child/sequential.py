@@ -133,7 +133,7 @@ class SequentialChild(nn.Module):
 def _stage_branches(space: SequentialSpace, conv_impl: str):
     """The op branches of one slot and the branch index function.
 
-    Each branch is ``(f, window)``: ``f(h, w, b, ci, k, co) -> h`` where ``w``, ``b`` are the
+    Each branch is ``(f, window)``: ``f(h, w, b, op, ci, k, co) -> h`` where ``w``, ``b`` are the
     part of the slot's max-size kernel and bias that the branch reads, given by ``window``:
     ``None`` (no weights; ``w``, ``b`` are None), ``'full'``, or ``(o, kk, cin, cout)`` for
     ``kernel[o:o+kk, o:o+kk, :cin, :cout]`` and ``bias[:cout]``. :func:`_stage_scan` slices
@@ -147,28 +147,33 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
     # slot switch's custom VJP, which must not close over traced values.
     cin_np = np.asarray(cin_values, np.int32)
 
-    def simple(fn, mask=False):
-        def branch(h, w, b, ci, k, co):
-            y = fn(h)
-            if mask:  # sigmoid(0) = 0.5: re-zero the padding channels
-                y = jnp.where((jnp.arange(cm) < jnp.asarray(cin_np)[ci]).reshape(1, 1, 1, cm), y, 0.0)
-            return y
-        return branch, None
+    relu, sigmoid = STAGE_OPS.index("relu"), STAGE_OPS.index("sigmoid")
+
+    def none_or_relu(h, w, b, op, ci, k, co):
+        # jax.nn.relu's gradient (0 at h == 0), which jnp.maximum(h, 0) would split at ties
+        return jnp.where((op == relu) & (h <= 0.0), 0.0, h)
+
+    def sigmoid_or_tanh(h, w, b, op, ci, k, co):
+        # sigmoid(h) = (1 + tanh(h / 2)) / 2: one transcendental for both ops, and one branch
+        is_sig = op == sigmoid
+        half = jnp.where(is_sig, 0.5, 1.0)
+        y = jnp.tanh(h * half) * half + jnp.where(is_sig, 0.5, 0.0)
+        # sigmoid(0) = 0.5: re-zero the padding channels
+        return jnp.where((jnp.arange(cm) < jnp.asarray(cin_np)[ci]).reshape(1, 1, 1, cm), y, 0.0)
 
     # Measured: running these ops on exact channel buckets (a branch per op and channel count)
-    # did not speed up steps on CPU but doubled compile time, so they run at Cm channels.
-    fns = {
-        STAGE_OPS.index("max_pool"): simple(ops.max_pool_same),
-        STAGE_OPS.index("avg_pool"): simple(ops.avg_pool_same),
-        STAGE_OPS.index("relu"): simple(jax.nn.relu),
-        STAGE_OPS.index("sigmoid"): simple(jax.nn.sigmoid, mask=True),
-        STAGE_OPS.index("tanh"): simple(jnp.tanh),
-    }
-    branches = [(lambda h, w, b, ci, k, co: h, None)]  # none
+    # did not speed up steps on CPU but doubled compile time, so they run at Cm channels. Ops that
+    # cost the same share a branch: every branch is compiled three times (forward, backward, and
+    # the backward's recomputed forward), and branches are most of the program's compile time.
+    branches = [
+        (none_or_relu, None),
+        (sigmoid_or_tanh, None),
+        (lambda h, w, b, op, ci, k, co: ops.max_pool_same(h), None),
+        (lambda h, w, b, op, ci, k, co: ops.avg_pool_same(h), None),
+    ]
     base = np.zeros(len(STAGE_OPS), np.int32)  # branch of each non-conv op
-    for op in sorted(fns):
-        base[op] = len(branches)
-        branches.append(fns[op])
+    for name, i in (("none", 0), ("relu", 0), ("sigmoid", 1), ("tanh", 1), ("max_pool", 2), ("avg_pool", 3)):
+        base[STAGE_OPS.index(name)] = i
     n_simple = len(branches)
     base_j = jnp.asarray(base)
 
@@ -192,7 +197,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
         def conv_branch(kk, cin, cout):
             o = (kmax - kk) // 2
 
-            def branch(h, wk, bk, ci, k, co):
+            def branch(h, wk, bk, op, ci, k, co):
                 live_out = jnp.asarray(cs_np)[co]
                 # A bucket can be wider than the live channels. The input channels beyond the live
                 # count are exactly zero, so their weights add 0 and get a 0 gradient: only the
@@ -221,7 +226,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
             kmask[i, o:o + kk, o:o + kk] = 1.0
         cs_np = np.asarray(cs, np.int32)
 
-        def masked(h, w, b, ci, k, co):
+        def masked(h, w, b, op, ci, k, co):
             m_in = (jnp.arange(cm) < jnp.asarray(cin_np)[ci]).astype(w.dtype)
             m_out = (jnp.arange(cm) < jnp.asarray(cs_np)[co]).astype(w.dtype)
             wk = w * jnp.asarray(kmask)[k].reshape(kmax, kmax, 1, 1) * m_in.reshape(1, 1, cm, 1) * m_out.reshape(1, 1, 1, cm)
@@ -236,7 +241,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
 
 
 def _stage_scan(branches):
-    """``stage(h, kern, bias, idx, ci, k, co) -> h``: the slots of a stage, each a ``lax.switch``.
+    """``stage(h, kern, bias, idx, op, ci, k, co) -> h``: the slots of a stage, each a ``lax.switch``.
 
     ``branches`` are :func:`_stage_branches`'s ``(f, window)`` pairs. ``kern [L, K, K, Cm, Cm]``,
     ``bias [L, Cm]`` are the stage's stacked weights and the int ``[L]`` arrays the per-slot
@@ -263,36 +268,36 @@ def _stage_scan(branches):
                 lax.dynamic_slice(bias, (l, 0), (1, cout))[0])
 
     def forward(f, window):
-        def run(h, kern, bias, l, c, kk, o):
+        def run(h, kern, bias, l, p, c, kk, o):
             w, b = take(window, kern, bias, l)
-            return f(h, w, b, c, kk, o)
+            return f(h, w, b, p, c, kk, o)
         return run
 
     forwards = [forward(f, win) for f, win in branches]
 
-    def run(h, kern, bias, idx, ci, k, co, save):
+    def run(h, kern, bias, idx, op, ci, k, co, save):
         def slot(h, inp):
-            l, i, c, kk, o = inp
-            return lax.switch(i, forwards, h, kern, bias, l, c, kk, o), (h if save else None)
+            l, i, p, c, kk, o = inp
+            return lax.switch(i, forwards, h, kern, bias, l, p, c, kk, o), (h if save else None)
 
-        return lax.scan(slot, h, (jnp.arange(kern.shape[0]), idx, ci, k, co))
+        return lax.scan(slot, h, (jnp.arange(kern.shape[0]), idx, op, ci, k, co))
 
     @jax.custom_vjp
-    def stage(h, kern, bias, idx, ci, k, co):
-        return run(h, kern, bias, idx, ci, k, co, save=False)[0]
+    def stage(h, kern, bias, idx, op, ci, k, co):
+        return run(h, kern, bias, idx, op, ci, k, co, save=False)[0]
 
-    def fwd(h, kern, bias, idx, ci, k, co):
-        out, hs = run(h, kern, bias, idx, ci, k, co, save=True)
-        return out, (hs, kern, bias, idx, ci, k, co)
+    def fwd(h, kern, bias, idx, op, ci, k, co):
+        out, hs = run(h, kern, bias, idx, op, ci, k, co, save=True)
+        return out, (hs, kern, bias, idx, op, ci, k, co)
 
     def pullback(f, window):
-        def pull(h, kern, bias, l, c, kk, o, g):
+        def pull(h, kern, bias, l, p, c, kk, o, g):
             zw, zb = jnp.zeros(kern.shape[1:], kern.dtype), jnp.zeros(bias.shape[1:], bias.dtype)
             if window is None:
-                (dh,) = jax.vjp(lambda h: f(h, None, None, c, kk, o), h)[1](g)
+                (dh,) = jax.vjp(lambda h: f(h, None, None, p, c, kk, o), h)[1](g)
                 return dh, zw, zb
             w, b = take(window, kern, bias, l)
-            dh, dw, db = jax.vjp(lambda h, w, b: f(h, w, b, c, kk, o), h, w, b)[1](g)
+            dh, dw, db = jax.vjp(lambda h, w, b: f(h, w, b, p, c, kk, o), h, w, b)[1](g)
             off = 0 if window == "full" else window[0]
             return dh, lax.dynamic_update_slice(zw, dw, (off, off, 0, 0)), lax.dynamic_update_slice(zb, db, (0,))
         return pull
@@ -300,15 +305,15 @@ def _stage_scan(branches):
     pullbacks = [pullback(f, win) for f, win in branches]
 
     def bwd(res, g):
-        hs, kern, bias, idx, ci, k, co = res
+        hs, kern, bias, idx, op, ci, k, co = res
 
         def slot(g, inp):
-            h, l, i, c, kk, o = inp
-            dh, dw, db = lax.switch(i, pullbacks, h, kern, bias, l, c, kk, o, g)
+            h, l, i, p, c, kk, o = inp
+            dh, dw, db = lax.switch(i, pullbacks, h, kern, bias, l, p, c, kk, o, g)
             return dh, (dw, db)
 
-        dh, (dkern, dbias) = lax.scan(slot, g, (hs, jnp.arange(kern.shape[0]), idx, ci, k, co), reverse=True)
-        return dh, dkern, dbias, None, None, None, None
+        dh, (dkern, dbias) = lax.scan(slot, g, (hs, jnp.arange(kern.shape[0]), idx, op, ci, k, co), reverse=True)
+        return dh, dkern, dbias, None, None, None, None, None
 
     stage.defvjp(fwd, bwd)
     return stage
@@ -333,7 +338,7 @@ def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_h
         kern, bias = stage_w[s]
 
         op, k, co, ci = stage[s, :, 0], stage[s, :, 1], stage[s, :, 2], slot_cin[s]
-        h = stage_fn(h, kern, bias, index(op, k, ci, co), ci, k, co)
+        h = stage_fn(h, kern, bias, index(op, k, ci, co), op, ci, k, co)
     flat = h.reshape(b, -1)
     hid = jnp.zeros((b, wm), jnp.float32)
     widths = jnp.asarray(space.fc_widths, jnp.int32)
