@@ -99,7 +99,8 @@ def init_state(child, tx: optax.GradientTransformation, key: jax.Array, arch: ja
 
 
 def train_step(child, tx: optax.GradientTransformation, state: ChildState, arch: jax.Array,
-               x: jax.Array, y: jax.Array, axis_name: str | None = None) -> tuple[ChildState, jax.Array]:
+               x: jax.Array, y: jax.Array, axis_name: str | None = None,
+               return_logits: bool = False) -> tuple[ChildState, jax.Array]:
     """One optimizer step of one child on its (per-device) batch.
 
     Args:
@@ -110,22 +111,26 @@ def train_step(child, tx: optax.GradientTransformation, state: ChildState, arch:
       x: ``float32[b, H, W, C]`` this device's share of the global batch.
       y: ``int32[b]``.
       axis_name: the device axis to average over, or None on a single device.
+      return_logits: also return this batch's (training-mode) logits.
 
     Returns:
-      ``(new_state, loss)``, the loss averaged over the global batch.
+      ``(new_state, loss)``, the loss averaged over the global batch; ``(new_state, loss, logits)``
+      with ``return_logits``.
     """
 
     def loss_fn(params):
         logits, stats = child.apply({"params": params, "batch_stats": state.batch_stats}, arch, x, train=True)
         loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-        return loss, stats
+        return loss, (stats, logits)
 
-    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     if axis_name is not None:
         # Equal shares, so the mean of per-device means is the global-batch mean.
         loss, grads, stats = lax.pmean((loss, grads, stats), axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if return_logits:
+        return ChildState(params, stats, opt_state), loss, logits
     return ChildState(params, stats, opt_state), loss
 
 

@@ -157,7 +157,8 @@ def main(argv: list[str]) -> int:
     # Identical starting weights for both sides: the evaluator's own init, at exact size.
     probe = TrainingEvaluator(space, ds, cfg)
     keys = probe._keys(k_init, archs)
-    init = jax.jit(jax.vmap(lambda k, a: probe.child.init(k, a)["params"]))(keys, archs)
+    child = probe.child
+    init = jax.jit(jax.vmap(lambda k, a: child.init(k, a)["params"]))(keys, archs)
     statics = [extract_static_sequential(space, a, jax.tree.map(lambda t, i=i: np.asarray(t[i]), init))
                for i, a in enumerate(archs)]
     del probe

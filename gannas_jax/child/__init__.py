@@ -59,6 +59,15 @@ class Child:
             return SequentialChild(self.space, self.conv_impl)
         return NB201Child(self.space, self.nb201_channels, self.nb201_cells, self.num_classes)
 
+    @property
+    def train_mode_is_inference(self) -> bool:
+        """Whether the training-mode forward pass equals inference (no BatchNorm, no dropout).
+
+        Then the evaluator scores a child in its training loop's own forward pass (see
+        :func:`gannas_jax.evaluate.training.train_member`) instead of compiling a second one.
+        """
+        return isinstance(self.space, SequentialSpace)
+
     def init(self, key: jax.Array, arch: jax.Array) -> dict[str, Any]:
         """Variables ``{'params', 'batch_stats'}`` of one child (traceable in ``arch``)."""
         if isinstance(self.space, SequentialSpace):

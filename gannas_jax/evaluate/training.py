@@ -114,9 +114,20 @@ class TrainConfig:
         return "kernel" if self.resolved_strategy() == "map" else "masked"
 
 
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """The optax optimizer of a recipe."""
+def make_optimizer(cfg: TrainConfig, freeze_after: int | None = None) -> optax.GradientTransformation:
+    """The optax optimizer of a recipe.
+
+    Args:
+      cfg: the recipe.
+      freeze_after: if given, the learning rate is exactly 0 from that update on, so later steps
+        leave the params unchanged (the evaluator's scoring steps, see :func:`train_member`).
+    """
     lr = optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps) if cfg.schedule == "cosine" else cfg.learning_rate
+    if freeze_after is not None:
+        base = lr
+
+        def lr(count):
+            return jnp.where(count < freeze_after, base(count) if callable(base) else base, 0.0)
     if cfg.optimizer == "adam":
         return optax.adam(lr)
     return optax.sgd(lr, momentum=cfg.momentum)
@@ -152,23 +163,45 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
       cfg: the recipe.
       key: this child's init key.
       arch: ``int32[V]``.
-      data: ``x_train, y_train``, ``idx`` (``int32[steps, B]``), and ``x_eval, y_eval``: the
-        validation split followed by the test split (one inference pass scores both; the split
-        point is ``data['n_val']``, a static int).
+      data: ``x``, ``y``: the train split, then the validation split, then the test split;
+        ``idx`` (``int32[steps, B]``): the training batches' indices into ``x``; ``eval_idx``
+        (``int32[chunks, B]``): the validation-then-test examples' indices into ``x`` in batches
+        of B (the last one padded); and the static ints ``n_train``, ``n_val``.
 
     Returns:
       ``{'val': %, 'test': %, 'loss': final train loss, 'loss0': first-step loss}``.
+
+    When the child's training-mode forward pass is its inference pass (no BatchNorm; see
+    :attr:`Child.train_mode_is_inference`), the validation and test batches run as extra steps of
+    the training scan, with the learning rate exactly 0 from step ``cfg.steps`` on: every
+    example is scored by the final params through the same compiled forward pass, so XLA
+    compiles one forward pass instead of two (measured on the default digits program: ~0.8 s of
+    compile and ~0.2 s of tracing saved, for ~7% more steps). Otherwise a separate inference
+    pass scores them.
     """
-    tx = make_optimizer(cfg)
-    state = parallel.init_state(child, tx, key, arch)
+    n_train, n_val = data["n_train"], data["n_val"]
+    x, y = data["x"], data["y"]
+    n_eval = x.shape[0] - n_train
+    if child.train_mode_is_inference:
+        tx = make_optimizer(cfg, freeze_after=cfg.steps)
+        state = parallel.init_state(child, tx, key, arch)
 
-    def body(st, idx):
-        return parallel.train_step(child, tx, st, arch, data["x_train"][idx], data["y_train"][idx])
+        def body(st, idx):
+            st, loss, logits = parallel.train_step(child, tx, st, arch, x[idx], y[idx], return_logits=True)
+            return st, (loss, jnp.argmax(logits, axis=-1) == y[idx])
 
-    state, losses = lax.scan(body, state, data["idx"])
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    hits = correct(child, variables, arch, data["x_eval"], data["y_eval"], cfg.eval_batch_size)
-    n_val = data["n_val"]
+        _, (losses, hits) = lax.scan(body, state, jnp.concatenate([data["idx"], data["eval_idx"]]))
+        losses, hits = losses[:cfg.steps], hits[cfg.steps:].reshape(-1)[:n_eval]
+    else:
+        tx = make_optimizer(cfg)
+        state = parallel.init_state(child, tx, key, arch)
+
+        def body(st, idx):
+            return parallel.train_step(child, tx, st, arch, x[idx], y[idx])
+
+        state, losses = lax.scan(body, state, data["idx"])
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        hits = correct(child, variables, arch, x[n_train:], y[n_train:], cfg.eval_batch_size)
     return {
         "val": 100.0 * jnp.mean(hits[:n_val]),
         "test": 100.0 * jnp.mean(hits[n_val:]),
@@ -212,13 +245,16 @@ class TrainingEvaluator:
                                 nb201_cells=cfg.nb201_cells)
         ds = self.dataset
         self.batch_idx = batch_indices(len(ds.x_train), cfg.batch_size, cfg.steps, cfg.data_seed)
+        n_train, n_eval = len(ds.x_train), len(ds.x_val) + len(ds.x_test)
+        chunks = -(-n_eval // cfg.batch_size)
+        eval_idx = n_train + np.minimum(np.arange(chunks * cfg.batch_size), n_eval - 1)
         self._data = {
-            "x_train": jnp.asarray(ds.x_train), "y_train": jnp.asarray(ds.y_train),
-            "x_eval": jnp.asarray(np.concatenate([ds.x_val, ds.x_test])),
-            "y_eval": jnp.asarray(np.concatenate([ds.y_val, ds.y_test])),
+            "x": jnp.asarray(np.concatenate([ds.x_train, ds.x_val, ds.x_test])),
+            "y": jnp.asarray(np.concatenate([ds.y_train, ds.y_val, ds.y_test])),
             "idx": jnp.asarray(self.batch_idx),
+            "eval_idx": jnp.asarray(eval_idx.reshape(chunks, cfg.batch_size).astype(np.int32)),
         }
-        self._n_val = len(ds.x_val)
+        self._statics = {"n_train": n_train, "n_val": len(ds.x_val)}
         self.n_devices = self._pick_devices()
         self._cache: dict[tuple[int, ...], tuple[float, float, dict]] = {}
         self._program = self._build_program()
@@ -242,11 +278,11 @@ class TrainingEvaluator:
     def _build_program(self):
         child, cfg, strategy = self.child, self.config, self.strategy
 
-        n_val = self._n_val
+        statics = self._statics
 
         def program(keys, archs, data):
             self.trace_count += 1  # Python side effect: runs once per trace
-            data = {**data, "n_val": n_val}
+            data = {**data, **statics}
 
             def pop(keys, archs):
                 return train_population(child, cfg, strategy, keys, archs, data)
