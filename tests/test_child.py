@@ -12,9 +12,11 @@ from gannas_jax.child import (
     SequentialChild,
     extract_static_sequential,
     init_sequential,
+    is_convless,
     load_static_nb201,
     load_static_sequential,
     make_child,
+    narrow_params,
     nb201_cost,
     sequential_cost,
     static_nb201,
@@ -96,6 +98,42 @@ def test_sequential_noncanonical_codes_equal_canonical(x_seq):
     apply = jax.jit(lambda p, a: child.apply({"params": p}, a, x_seq))
     a, b = apply(params, canon), apply(params, holes)
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_narrow_child_matches_max_size_child_on_convless_archs(seq_archs, x_seq):
+    """The narrow variant computes the max-size child's logits and gradients (cut down to its
+    params) on every conv-less architecture, in training and inference mode."""
+    stage_ops = SEQ.split(seq_archs)[0][..., 0]
+    convless = seq_archs[np.all(stage_ops != 1, axis=(-2, -1))]
+    extra = np.stack([SEQ.from_string(s) for s in ("[] [] []", "[sigmoid max_pool tanh] [avg_pool relu] [fc8-sigmoid]")])
+    convless = np.concatenate([convless, extra])
+    assert len(convless) >= 5
+    np.testing.assert_array_equal(is_convless(SEQ, seq_archs), np.all(stage_ops != 1, axis=(-2, -1)))
+    assert bool(jax.jit(lambda a: is_convless(SEQ, a))(convless[0]))
+    wide, narrow = SequentialChild(SEQ, "kernel"), SequentialChild(SEQ, "kernel", narrow=True)
+    y = jnp.arange(3) % SEQ.num_classes
+
+    def loss(child, p, a, train):
+        logits = child.apply({"params": p}, a, x_seq, train)
+        return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(3), y]), logits
+
+    @jax.jit
+    def both(p, a):
+        pn = narrow_params(SEQ, p)
+        outs = []
+        for train in (False, True):
+            (_, lw), gw = jax.value_and_grad(lambda p: loss(wide, p, a, train), has_aux=True)(p)
+            (_, ln), gn = jax.value_and_grad(lambda p: loss(narrow, p, a, train), has_aux=True)(pn)
+            outs.append((lw, ln, narrow_params(SEQ, gw), gn))
+        return outs
+
+    for i, arch in enumerate(convless):
+        params = init_sequential(SEQ, jax.random.key(i), arch)
+        params = {k: v + 0.1 if k.endswith("bias") else v for k, v in params.items()}  # non-zero biases
+        for lw, ln, gw, gn in both(params, jnp.asarray(arch)):
+            np.testing.assert_allclose(ln, lw, atol=1e-5, rtol=0, err_msg=SEQ.to_string(arch))
+            chex.assert_trees_all_close(gn, gw, atol=1e-5, rtol=1e-5)
+    assert both._cache_size() == 1
 
 
 def test_sequential_cost_matches_static_param_count(seq_archs, x_seq):

@@ -87,6 +87,30 @@ def test_masked_conv_trains_like_exact(map_eval, ds):
     np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-4, atol=1e-5)
 
 
+def test_narrow_variant_trains_like_max_size_child(map_eval, ds):
+    """Conv-less members trained by the narrow variant (the default with ``map``) get the max-size
+    child's results, and the evaluator deals the others evenly over devices."""
+    wide = TrainingEvaluator(SPACE, ds, TrainConfig(**{**TINY.__dict__, "strategy": "map", "conv_impl": "kernel",
+                                                       "narrow": False}))
+    archs = np.stack([SPACE.from_string(s) for s in (
+        "[relu max_pool] [tanh] [fc8-relu]", "[conv3x3-4 relu] [] [fc8-tanh]",
+        "[] [sigmoid avg_pool] []", "[avg_pool] [conv1x1-2] [fc8-sigmoid]")])
+    a = map_eval.train(archs, jax.random.key(8))
+    b = wide.train(archs, jax.random.key(8))
+    np.testing.assert_allclose(a["loss0"], b["loss0"], rtol=1e-6)
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a["val"], b["val"], atol=100 / 359 + 1e-6)
+    # load balance: with 2 devices of 2 members, each device gets one of the two conv archs
+    map_eval.n_devices = 2
+    try:
+        order = map_eval._balance(archs)
+    finally:
+        map_eval.n_devices = 1
+    assert sorted(order) == [0, 1, 2, 3]
+    has_conv = ~np.asarray(map_eval.child.is_narrow(archs[order]))
+    assert has_conv[:2].sum() == 1 and has_conv[2:].sum() == 1
+
+
 def test_children_learn(ds):
     cfg = TrainConfig(steps=150, population=2, devices=1, learning_rate=1e-2)
     ev = TrainingEvaluator(SPACE, ds, cfg)

@@ -25,7 +25,9 @@ from gannas_jax.child.sequential import (
     arch_seed,
     extract_static_sequential,
     init_sequential,
+    is_convless,
     load_static_sequential,
+    narrow_params,
     sequential_cost,
     static_sequential,
 )
@@ -43,6 +45,10 @@ class Child:
       conv_impl: sequential space only: ``'exact'``, ``'kernel'`` or ``'masked'`` (see
         :class:`SequentialChild`).
       nb201_channels, nb201_cells: NB201 only: C and N of the skeleton.
+      narrow: sequential space only: the narrow variant for conv-less architectures (see
+        :class:`SequentialChild`); its ``init`` gives the max-size child's weights, cut down.
+      assume_canonical: sequential space only: ``arch`` arguments are canonical already, so the
+        network does not canonicalize them again (see :class:`SequentialChild`).
     """
 
     space: Space
@@ -51,12 +57,14 @@ class Child:
     conv_impl: str = "exact"
     nb201_channels: int = 16
     nb201_cells: int = 5
+    narrow: bool = False
+    assume_canonical: bool = False
 
     @property
     def module(self):
         """The Flax module (``SequentialChild`` or ``NB201Child``)."""
         if isinstance(self.space, SequentialSpace):
-            return SequentialChild(self.space, self.conv_impl)
+            return SequentialChild(self.space, self.conv_impl, self.narrow, self.assume_canonical)
         return NB201Child(self.space, self.nb201_channels, self.nb201_cells, self.num_classes)
 
     @property
@@ -68,10 +76,29 @@ class Child:
         """
         return isinstance(self.space, SequentialSpace)
 
+    def narrow_variant(self) -> "Child | None":
+        """The cheaper child for the architectures :meth:`is_narrow` accepts, or None.
+
+        Sequential space only: a conv-less architecture computes on the image's channels alone,
+        so its narrow child skips the zero channels of the max-size child and every stage weight.
+        """
+        if isinstance(self.space, SequentialSpace) and not self.narrow:
+            return dataclasses.replace(self, narrow=True)
+        return None
+
+    def narrow_from(self, variables: dict) -> dict:
+        """This narrow child's variables cut out of the max-size child's (see :meth:`init`)."""
+        return {"params": narrow_params(self.space, variables["params"]), "batch_stats": variables["batch_stats"]}
+
+    def is_narrow(self, arch: jax.Array) -> jax.Array:
+        """``bool[]``: whether :meth:`narrow_variant` can train ``arch`` (traceable)."""
+        return is_convless(self.space, arch)
+
     def init(self, key: jax.Array, arch: jax.Array) -> dict[str, Any]:
         """Variables ``{'params', 'batch_stats'}`` of one child (traceable in ``arch``)."""
         if isinstance(self.space, SequentialSpace):
-            return {"params": init_sequential(self.space, key, arch), "batch_stats": {}}
+            v = {"params": init_sequential(self.space, key, arch, self.assume_canonical), "batch_stats": {}}
+            return self.narrow_from(v) if self.narrow else v
         x = jax.numpy.zeros((1,) + tuple(self.input_shape), jax.numpy.float32)
         v = self.module.init(key, arch, x)
         return {"params": v["params"], "batch_stats": v.get("batch_stats", {})}
@@ -118,6 +145,6 @@ def make_child(space: Space, input_shape: tuple[int, int, int], num_classes: int
 __all__ = [
     "Child", "make_child", "arch_seed",
     "SequentialChild", "StaticSequential", "extract_static_sequential", "init_sequential",
-    "load_static_sequential", "sequential_cost", "static_sequential",
+    "load_static_sequential", "sequential_cost", "static_sequential", "is_convless", "narrow_params",
     "NB201Child", "StaticNB201", "load_static_nb201", "nb201_cost", "static_nb201",
 ]

@@ -91,17 +91,27 @@ class SequentialChild(nn.Module):
       conv_impl: ``'exact'`` (switch over exact-size convs), ``'kernel'`` (exact kernel sizes,
         two channel buckets; the CPU default with ``lax.map``) or ``'masked'`` (one max-size
         masked conv; for ``vmap``).
+      narrow: the variant for architectures without a conv (:func:`is_convless`): the feature
+        map keeps the image's channels, there are no stage weights, and the dense layers that read
+        the flattened features have only those rows (:func:`narrow_params` maps max-size params
+        to it). On such an architecture it computes what the max-size child computes, at a
+        fraction of the cost; on one with a conv it is wrong.
+      assume_canonical: the codes given are canonical already (``space.canonicalize``), so the
+        forward pass skips canonicalizing them (the evaluator canonicalizes once, on the host).
     """
 
     space: SequentialSpace
     conv_impl: str = "exact"
+    narrow: bool = False
+    assume_canonical: bool = False
 
     @nn.compact
     def __call__(self, arch: jax.Array, x: jax.Array, train: bool = False) -> jax.Array:
         """Logits of architecture ``arch`` on images ``x``.
 
         Args:
-          arch: ``int32[V]`` codes (canonicalized here, so any valid code works).
+          arch: ``int32[V]`` codes (canonicalized here unless ``assume_canonical``, so any valid
+            code works).
           x: ``float32[B, H, W, Cin]``.
           train: unused (no dropout or BatchNorm in this space); kept for a uniform signature.
 
@@ -113,24 +123,54 @@ class SequentialChild(nn.Module):
             raise ValueError(f"SequentialChild: conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}")
         sp, g = self.space, geometry(self.space)
         cm, kmax, wm, L = g["cm"], g["kmax"], g["wm"], sp.slots_per_stage
+        flat = g["hr"] * g["wr"] * g["cin"] if self.narrow else g["flat"]
         init = nn.initializers.lecun_normal()
-        stage_w = [
+        stage_w = [(None, None)] * sp.num_stages if self.narrow else [
             (self.param(f"stage{s}_kernel", init, (L, kmax, kmax, cm, cm)),
              self.param(f"stage{s}_bias", nn.initializers.zeros, (L, cm)))
             for s in range(sp.num_stages)
         ]
         fc_w = [
-            (self.param(f"fc{f}_kernel", init, (g["flat"] if f == 0 else wm, wm)),
+            (self.param(f"fc{f}_kernel", init, (flat if f == 0 else wm, wm)),
              self.param(f"fc{f}_bias", nn.initializers.zeros, (wm,)))
             for f in range(sp.num_fc)
         ]
-        out_flat = self.param("out_flat_kernel", init, (g["flat"], sp.num_classes))
+        out_flat = self.param("out_flat_kernel", init, (flat, sp.num_classes))
         out_hidden = self.param("out_hidden_kernel", init, (wm, sp.num_classes)) if sp.num_fc else None
         out_bias = self.param("out_bias", nn.initializers.zeros, (sp.num_classes,))
-        return sequential_forward(sp, self.conv_impl, arch, x, stage_w, fc_w, out_flat, out_hidden, out_bias)
+        return sequential_forward(sp, self.conv_impl, arch, x, stage_w, fc_w, out_flat, out_hidden, out_bias,
+                                  narrow=self.narrow, canonical=self.assume_canonical)
 
 
-def _stage_branches(space: SequentialSpace, conv_impl: str):
+def is_convless(space: SequentialSpace, arch: jax.Array) -> jax.Array:
+    """``bool[...]``: whether each ``arch [..., V]`` has no conv slot, so that the narrow child can
+    train it. NumPy in, NumPy out (no XLA dispatch); otherwise traceable."""
+    xp = np if isinstance(arch, np.ndarray) else jnp
+    stage, _ = space.split(xp.asarray(arch, xp.int32))
+    return xp.all(stage[..., 0] != CONV, axis=(-2, -1))
+
+
+def narrow_params(space: SequentialSpace, params: dict) -> dict:
+    """The narrow child's params (see :class:`SequentialChild`) out of max-size params.
+
+    Drops the stage weights and keeps the rows of the flattened-feature dense layers that read
+    the image's channels. For a conv-less architecture the rows dropped are exactly the ones that
+    only ever see zero features.
+    """
+    g = geometry(space)
+    hw, cm, cin = g["hr"] * g["wr"], g["cm"], g["cin"]
+
+    def rows(w):
+        return w.reshape(hw, cm, w.shape[-1])[:, :cin].reshape(hw * cin, w.shape[-1])
+
+    out = {k: v for k, v in params.items() if not k.startswith("stage")}
+    for k in ("fc0_kernel", "out_flat_kernel"):
+        if k in out:
+            out[k] = rows(out[k])
+    return out
+
+
+def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False):
     """The op branches of one slot and the branch index function.
 
     Each branch is ``(f, window)``: ``f(h, w, b, op, ci, k, co) -> h`` where ``w``, ``b`` are the
@@ -140,7 +180,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
     exactly that window out of the stacked weights, so ops without weights copy none.
     """
     g = geometry(space)
-    cm, kmax = g["cm"], g["kmax"]
+    cm, kmax = (g["cin"] if narrow else g["cm"]), g["kmax"]
     cin_values, ks, cs = g["cin_values"], space.kernel_sizes, space.channels
 
     # Tables the branches index are built inside them (numpy here): the branches run under the
@@ -179,6 +219,9 @@ def _stage_branches(space: SequentialSpace, conv_impl: str):
 
     def simple_index(op, ci):
         return base_j[op]
+
+    if narrow:  # no conv slot: the conv code maps to branch 0, never taken
+        return branches, lambda op, k, ci, co: simple_index(op, ci)
 
     if conv_impl in ("exact", "kernel"):
         # Conv branches by (kernel, input-channel bucket, output-channel bucket). 'exact' has a
@@ -280,7 +323,7 @@ def _stage_scan(branches):
             l, i, p, c, kk, o = inp
             return lax.switch(i, forwards, h, kern, bias, l, p, c, kk, o), (h if save else None)
 
-        return lax.scan(slot, h, (jnp.arange(kern.shape[0]), idx, op, ci, k, co))
+        return lax.scan(slot, h, (jnp.arange(idx.shape[0]), idx, op, ci, k, co))
 
     @jax.custom_vjp
     def stage(h, kern, bias, idx, op, ci, k, co):
@@ -292,7 +335,10 @@ def _stage_scan(branches):
 
     def pullback(f, window):
         def pull(h, kern, bias, l, p, c, kk, o, g):
-            zw, zb = jnp.zeros(kern.shape[1:], kern.dtype), jnp.zeros(bias.shape[1:], bias.dtype)
+            if kern is None:  # the narrow child: no stage weights
+                zw = zb = None
+            else:
+                zw, zb = jnp.zeros(kern.shape[1:], kern.dtype), jnp.zeros(bias.shape[1:], bias.dtype)
             if window is None:
                 (dh,) = jax.vjp(lambda h: f(h, None, None, p, c, kk, o), h)[1](g)
                 return dh, zw, zb
@@ -312,21 +358,26 @@ def _stage_scan(branches):
             dh, dw, db = lax.switch(i, pullbacks, h, kern, bias, l, p, c, kk, o, g)
             return dh, (dw, db)
 
-        dh, (dkern, dbias) = lax.scan(slot, g, (hs, jnp.arange(kern.shape[0]), idx, op, ci, k, co), reverse=True)
+        dh, (dkern, dbias) = lax.scan(slot, g, (hs, jnp.arange(idx.shape[0]), idx, op, ci, k, co), reverse=True)
         return dh, dkern, dbias, None, None, None, None, None
 
     stage.defvjp(fwd, bwd)
     return stage
 
 
-def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_hidden, out_bias):
-    """The arch-as-data forward pass on explicit max-size weights (see :class:`SequentialChild`)."""
+def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_hidden, out_bias, narrow=False,
+                       canonical=False):
+    """The arch-as-data forward pass on explicit max-size weights (see :class:`SequentialChild`;
+    with ``narrow``, on the narrow child's weights, for conv-less architectures; with
+    ``canonical``, ``arch`` is taken as canonical)."""
     g = geometry(space)
-    cm, wm = g["cm"], g["wm"]
-    arch = space.canonicalize(jnp.asarray(arch, jnp.int32))
+    cm, wm = (g["cin"] if narrow else g["cm"]), g["wm"]
+    arch = jnp.asarray(arch, jnp.int32)
+    if not canonical:
+        arch = space.canonicalize(arch)
     stage, head = space.split(arch)
     slot_cin = _slot_cin(space, stage)
-    branches, index = _stage_branches(space, conv_impl)
+    branches, index = _stage_branches(space, conv_impl, narrow)
 
     stage_fn = _stage_scan(branches)
 
@@ -359,7 +410,7 @@ def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_h
 # --- arch-aware init (exact-size fan-in) -----------------------------------------------------------
 
 
-def init_sequential(space: SequentialSpace, key: jax.Array, arch: jax.Array) -> dict:
+def init_sequential(space: SequentialSpace, key: jax.Array, arch: jax.Array, canonical: bool = False) -> dict:
     """Max-size params whose live part is distributed like the exact-size static child's init.
 
     Kernels are Flax's lecun-normal with the *exact* layer's fan-in, biases zero, and every entry
@@ -370,13 +421,16 @@ def init_sequential(space: SequentialSpace, key: jax.Array, arch: jax.Array) -> 
       space: the search space.
       key: a ``jax.random.key``.
       arch: ``int32[V]``.
+      canonical: ``arch`` is canonical already (skips canonicalizing it).
 
     Returns:
       A params dict with the same structure as ``SequentialChild.init(...)['params']``.
     """
     g = geometry(space)
     cm, kmax, wm, L = g["cm"], g["kmax"], g["wm"], space.slots_per_stage
-    arch = space.canonicalize(jnp.asarray(arch, jnp.int32))
+    arch = jnp.asarray(arch, jnp.int32)
+    if not canonical:
+        arch = space.canonicalize(arch)
     stage, head = space.split(arch)
     slot_cin = _slot_cin(space, stage)
     cin_arr = jnp.asarray(g["cin_values"], jnp.int32)
@@ -615,5 +669,6 @@ def arch_seed(arch: Any) -> int:
 __all__ = [
     "SequentialChild", "StaticSequential", "static_sequential", "init_sequential",
     "load_static_sequential", "extract_static_sequential", "sequential_cost", "geometry", "arch_seed",
+    "is_convless", "narrow_params",
     "ACTIVATIONS", "HEAD_OPS",
 ]

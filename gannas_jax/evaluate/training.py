@@ -8,16 +8,24 @@ or with ``lax.map`` (CPU: members one after another, so each ``lax.switch`` exec
 taken branch). Shapes never depend on the architectures, so any batch of any architectures reuses
 the same compiled program.
 
+With ``lax.map``, a member whose architecture the child's narrow variant accepts (sequential
+space: no conv, 40% of uniform random architectures) is trained by that variant, chosen by a
+``lax.cond`` in the same program: it computes on the image's channels only and has no stage
+weights, so it runs several times faster than the max-size child. The evaluator deals the other
+members evenly over the devices.
+
 Where the time goes on a 2-core CPU (default ``SequentialSpace``, P=16, the default recipe;
-``scripts/bench_torch.py child``): about 1.2 s tracing, 5.5 s XLA compilation (at LLVM -O1, see
-``CPU_COMPILER_OPTIONS``) and 6 s running on the two XLA CPU devices that
-``gannas_jax.use_cpu_cores()`` creates, as the scripts do (1.2 ms per child-step; about 2.5 ms on
-one device), against 7.5-9 s for PyTorch eager at exact sizes on one thread. The children's exact
-forward cost is only 0.06 MFLOP per image, so both sides are overhead-bound; on the JAX side the
-running time is memory traffic on 32-channel padded activations and Adam over 390k max-size
-parameters, and compilation is dominated by the per-slot op switch (forward and backward of each
-stage, and the inference forward). The two devices need both cores: with another busy process on
-the machine the JAX side slows down about 2x, the one-thread PyTorch side hardly at all.
+``scripts/bench_torch.py child``): about 0.7-1.2 s tracing, 4 s XLA compilation (at LLVM -O1, see
+``CPU_COMPILER_OPTIONS``) and 3.8 s running on the two XLA CPU devices that
+``gannas_jax.use_cpu_cores()`` creates, as the scripts do, against 6-9 s for PyTorch eager at
+exact sizes on one thread. The children's exact forward cost is only 0.06 MFLOP per image, so both
+sides are overhead-bound. On the JAX side the running time is the members with a conv (about
+2.2 ms per step on one device): memory traffic on 32-channel padded activations, the stacking of
+per-slot activations and gradients in the stage scans, the 512-row head, and Adam over 390k
+max-size parameters. Compilation is dominated by the per-slot op switches (forward and backward
+of each stage, for each variant) and the init. The two devices need both cores: with another busy
+process on the machine the JAX side slows down about 2x, the one-thread PyTorch side hardly at
+all.
 """
 
 from __future__ import annotations
@@ -72,6 +80,10 @@ class TrainConfig:
       eval_batch_size: chunk size of validation/test inference.
       nb201_channels: NB201 skeleton width C.
       nb201_cells: NB201 cells per stage N.
+      narrow: with ``map``, train each architecture that the child's narrow variant accepts
+        (sequential space: no conv) with that variant, chosen per member by ``lax.cond`` inside
+        the one program (see :meth:`~gannas_jax.child.Child.narrow_variant`). Same results up to
+        float summation order; ignored with ``vmap``, where ``cond`` would run both.
     """
 
     steps: int = 300
@@ -88,6 +100,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     nb201_channels: int = 16
     nb201_cells: int = 5
+    narrow: bool = True
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -155,7 +168,8 @@ def correct(child: Child, variables: dict, arch: jax.Array, x: jax.Array, y: jax
     return hits.reshape(-1)[:n]
 
 
-def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array, data: dict) -> dict:
+def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array, data: dict,
+                 variables: dict | None = None) -> dict:
     """Initializes, trains and scores one child. Traceable; the population maps this.
 
     Args:
@@ -167,6 +181,7 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
         ``idx`` (``int32[steps, B]``): the training batches' indices into ``x``; ``eval_idx``
         (``int32[chunks, B]``): the validation-then-test examples' indices into ``x`` in batches
         of B (the last one padded); and the static ints ``n_train``, ``n_val``.
+      variables: initial variables, instead of ``child.init(key, arch)``.
 
     Returns:
       ``{'val': %, 'test': %, 'loss': final train loss, 'loss0': first-step loss}``.
@@ -182,9 +197,15 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
     n_train, n_val = data["n_train"], data["n_val"]
     x, y = data["x"], data["y"]
     n_eval = x.shape[0] - n_train
+
+    def init_state(tx):
+        if variables is None:
+            return parallel.init_state(child, tx, key, arch)
+        return parallel.ChildState(variables["params"], variables["batch_stats"], tx.init(variables["params"]))
+
     if child.train_mode_is_inference:
         tx = make_optimizer(cfg, freeze_after=cfg.steps)
-        state = parallel.init_state(child, tx, key, arch)
+        state = init_state(tx)
 
         def body(st, idx):
             st, loss, logits = parallel.train_step(child, tx, st, arch, x[idx], y[idx], return_logits=True)
@@ -194,7 +215,7 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
         losses, hits = losses[:cfg.steps], hits[cfg.steps:].reshape(-1)[:n_eval]
     else:
         tx = make_optimizer(cfg)
-        state = parallel.init_state(child, tx, key, arch)
+        state = init_state(tx)
 
         def body(st, idx):
             return parallel.train_step(child, tx, st, arch, x[idx], y[idx])
@@ -212,10 +233,21 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
 
 def train_population(child: Child, cfg: TrainConfig, strategy: str, keys: jax.Array, archs: jax.Array,
                      data: dict) -> dict:
-    """:func:`train_member` over a population ``keys [P]``, ``archs [P, V]`` by ``vmap`` or ``lax.map``."""
+    """:func:`train_member` over a population ``keys [P]``, ``archs [P, V]`` by ``vmap`` or ``lax.map``.
+
+    With ``map`` and ``cfg.narrow``, each member whose architecture the child's narrow variant
+    accepts is trained by that variant instead (``lax.cond`` runs one of the two).
+    """
+    narrow = child.narrow_variant() if strategy == "map" and cfg.narrow else None
 
     def member(key, arch):
-        return train_member(child, cfg, key, arch, data)
+        if narrow is None:
+            return train_member(child, cfg, key, arch, data)
+        # One init for both (the narrow variant's weights are cut out of it), compiled once.
+        v = child.init(key, arch)
+        return lax.cond(child.is_narrow(arch),
+                        lambda: train_member(narrow, cfg, key, arch, data, narrow.narrow_from(v)),
+                        lambda: train_member(child, cfg, key, arch, data, v))
 
     if strategy == "vmap":
         return jax.vmap(member)(keys, archs)
@@ -276,7 +308,9 @@ class TrainingEvaluator:
         return max(n, 1)
 
     def _build_program(self):
-        child, cfg, strategy = self.child, self.config, self.strategy
+        # train() canonicalizes on the host, so the program need not do it at every step
+        child = dataclasses.replace(self.child, assume_canonical=True)
+        cfg, strategy = self.config, self.strategy
 
         statics = self._statics
 
@@ -293,6 +327,21 @@ class TrainingEvaluator:
 
         return jax.jit(program)
 
+    def _balance(self, archs: np.ndarray) -> np.ndarray:
+        """A permutation of the padded population that deals the members the narrow variant
+        cannot train (the slow ones) round-robin over the devices, so that no device waits on
+        another. Results do not depend on it (each member's key depends on its codes only)."""
+        p, n = len(archs), self.n_devices
+        narrow = self.child.narrow_variant() if self.strategy == "map" and self.config.narrow else None
+        if n == 1 or narrow is None:
+            return np.arange(p)
+        is_narrow = np.asarray(self.child.is_narrow(archs), bool)
+        deal = np.concatenate([np.flatnonzero(~is_narrow), np.flatnonzero(is_narrow)])
+        order = np.empty(p, np.int64)
+        m = p // n  # members per device; position j of the deal goes to device j % n
+        order[(np.arange(p) % n) * m + np.arange(p) // n] = deal
+        return order
+
     def _keys(self, key: jax.Array, archs: np.ndarray) -> jax.Array:
         # Each child's init key depends on the evaluate key and its own codes only, not on its
         # position in the batch, so padding and chunking do not change results.
@@ -306,11 +355,16 @@ class TrainingEvaluator:
           ``wall_s`` (float): the wall time of the chunk, compile included when it compiled (the
           first chunk; the split is in ``compile_breakdown``).
         """
-        archs = np.asarray(archs, np.int32)
+        archs = np.asarray(self.space.canonicalize(np.asarray(archs, np.int32)), np.int32)
         n, p = len(archs), self.config.population
         if not 0 < n <= p:
             raise ValueError(f"train: need 1..{p} architectures, got {n}")
-        padded = np.concatenate([archs, np.repeat(archs[:1], p - n, axis=0)])
+        # Padding members are the all-zero codes (in the sequential space, the empty network: the
+        # narrow variant trains it at almost no cost); their results are dropped.
+        empty = np.asarray(self.space.canonicalize(np.zeros((1, archs.shape[1]), np.int32)), np.int32)
+        padded = np.concatenate([archs, np.repeat(empty, p - n, axis=0)])
+        order = self._balance(padded)
+        padded = padded[order]
         t0 = time.perf_counter()
         keys = self._keys(key, padded)
         args = (keys, jnp.asarray(padded), self._data)
@@ -324,7 +378,8 @@ class TrainingEvaluator:
             self.compile_count += 1
             self.compile_breakdown = {"lower_s": t1 - t0, "compile_s": t2 - t1}
         t3 = time.perf_counter()
-        out = jax.tree.map(lambda a: np.asarray(a)[:n], jax.device_get(self._compiled(*args)))
+        inverse = np.argsort(order)
+        out = jax.tree.map(lambda a: np.asarray(a)[inverse][:n], jax.device_get(self._compiled(*args)))
         t4 = time.perf_counter()
         self.compile_seconds += t3 - t0
         self.run_seconds += t4 - t3
