@@ -77,7 +77,9 @@ class TrainConfig:
         devices that divide P, 1 disables. On CPU, call ``gannas_jax.use_cpu_cores()`` before JAX
         starts (the scripts do) for one XLA device per core, so that the default uses every core.
       data_seed: seed of the training data order (shared by all children).
-      eval_batch_size: chunk size of validation/test inference.
+      eval_batch_size: chunk size of validation/test inference for children with BatchNorm (the
+        others are scored in training-size batches inside the training scan, see
+        :func:`train_member`).
       nb201_channels: NB201 skeleton width C.
       nb201_cells: NB201 cells per stage N.
       narrow: with ``map``, train each architecture that the child's narrow variant accepts
