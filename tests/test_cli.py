@@ -7,6 +7,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -17,8 +18,14 @@ SEARCH = [sys.executable, str(ROOT / "scripts" / "search.py")]
 NB201 = ["--config", str(ROOT / "configs" / "nb201.py"), "--config.dataset=cifar10", "--config.seed=0"]
 
 
+# The scripts keep compiled programs in a persistent cache (default ~/.cache/gannas_jax/xla); the
+# tests use one of their own, shared by this module's runs.
+XLA_CACHE = tempfile.mkdtemp(prefix="gannas_xla_cache_")
+
+
 def _env(nb201_dir=None):
     env = dict(os.environ)
+    env["GANNAS_XLA_CACHE"] = XLA_CACHE
     if nb201_dir is not None:
         env["GANNAS_NB201_DIR"] = str(nb201_dir)
     return env
@@ -171,7 +178,7 @@ def test_training_run_kill_and_resume(tmp_path):
     """A training search killed mid-run resumes to the same architectures and scores."""
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     search(ref, config=DIGITS_TINY)
-    proc = subprocess.Popen([*SEARCH, *DIGITS_TINY, "--workdir", str(cut)], cwd=ROOT,
+    proc = subprocess.Popen([*SEARCH, *DIGITS_TINY, "--workdir", str(cut)], cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
@@ -188,3 +195,24 @@ def test_training_run_kill_and_resume(tmp_path):
     assert [r["arch"] for r in a] == [r["arch"] for r in b] and len(a) == 12
     np.testing.assert_allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-3)
     np.testing.assert_allclose([r["test"] for r in a], [r["test"] for r in b], atol=1e-3)
+
+
+def test_compilation_cache_is_written_then_reused(tmp_path):
+    """A rerun loads every compiled program from the --xla_cache folder and gets the same results."""
+    cache = tmp_path / "xla"
+
+    def run(wd):
+        out = subprocess.run([*SEARCH, *DIGITS_TINY, "--workdir", str(tmp_path / wd), f"--xla_cache={cache}"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=600,
+                             env={**_env(), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        return sorted(p.name for p in cache.glob("*-cache")), (tmp_path / wd / "history.jsonl").read_text()
+
+    first, hist_a = run("a")
+    assert len(first) >= 2  # at least the training program and the GAN program
+    again, hist_b = run("b")
+    assert again == first  # every program was a cache hit: nothing new was compiled
+    a = [json.loads(l) for l in hist_a.splitlines()]
+    b = [json.loads(l) for l in hist_b.splitlines()]
+    assert [r["arch"] for r in a] == [r["arch"] for r in b]
+    assert [r["score"] for r in a] == [r["score"] for r in b]
