@@ -41,7 +41,7 @@ def x_seq():
     return jax.random.normal(jax.random.key(1), (3, 8, 8, 2))
 
 
-@pytest.mark.parametrize("conv_impl", ["exact", "kernel", "masked"])
+@pytest.mark.parametrize("conv_impl", ["exact", "kernel", "blocked", "masked"])
 def test_sequential_matches_static(seq_archs, x_seq, conv_impl):
     child = SequentialChild(SEQ, conv_impl)
     # Both modes in one program (this space has no dropout or BatchNorm, so they are the same
@@ -134,6 +134,30 @@ def test_narrow_child_matches_max_size_child_on_convless_archs(seq_archs, x_seq)
             np.testing.assert_allclose(ln, lw, atol=1e-5, rtol=0, err_msg=SEQ.to_string(arch))
             chex.assert_trees_all_close(gn, gw, atol=1e-5, rtol=1e-5)
     assert both._cache_size() == 1
+
+
+@pytest.mark.parametrize("kk,ci,co,bi,bo,n_in,n_out", [(3, 8, 8, 2, 4, 3, 1), (5, 8, 12, 4, 4, 1, 3),
+                                                        (1, 4, 4, 1, 1, 4, 4)])
+def test_conv_blocks_matches_conv_on_live_channels(kk, ci, co, bi, bo, n_in, n_out):
+    """The block loop equals one convolution on the live channels, in value and both gradients."""
+    live_in, live_out = n_in * bi, n_out * bo
+    x = jax.random.normal(jax.random.key(0), (2, 6, 6, ci)).at[..., live_in:].set(0.0)
+    w = jax.random.normal(jax.random.key(1), (kk, kk, ci, co))
+    g = jax.random.normal(jax.random.key(2), (2, 6, 6, co))
+
+    def ref(x, w):
+        y = ops.conv_same_nobias(x[..., :live_in], w[:, :, :live_in, :live_out])
+        return jnp.pad(y, ((0, 0), (0, 0), (0, 0), (0, co - live_out)))
+
+    @jax.jit
+    def blocks(x, w, a, b):
+        return jax.value_and_grad(lambda x, w: jnp.sum(ops.conv_blocks(x, w, a, b, bi, bo) * g), (0, 1))(x, w)
+
+    (v, (dx, dw)) = blocks(x, w, n_in, n_out)
+    want_v, (want_dx, want_dw) = jax.value_and_grad(lambda x, w: jnp.sum(ref(x, w) * g), (0, 1))(x, w)
+    np.testing.assert_allclose(v, want_v, rtol=1e-5)
+    np.testing.assert_allclose(dw, want_dw, atol=1e-4)
+    np.testing.assert_allclose(dx[..., :live_in], want_dx[..., :live_in], atol=1e-4)
 
 
 def test_sequential_cost_matches_static_param_count(seq_archs, x_seq):

@@ -79,12 +79,20 @@ def test_vmap_and_map_strategies_agree(map_eval, ds):
     np.testing.assert_allclose(b["test"], a["test"], atol=100 / 359 + 1e-6)
 
 
-def test_masked_conv_trains_like_exact(map_eval, ds):
-    mk = TrainingEvaluator(SPACE, ds, TrainConfig(**{**TINY.__dict__, "strategy": "map", "conv_impl": "masked"}))
-    archs = _archs(31, 4)
+@pytest.mark.parametrize("conv_impl", ["masked", "blocked"])
+def test_conv_impls_train_like_kernel(map_eval, ds, conv_impl):
+    other = TrainingEvaluator(SPACE, ds, TrainConfig(**{**TINY.__dict__, "strategy": "map", "conv_impl": conv_impl}))
+    archs = np.concatenate([_archs(31, 3), SPACE.from_string("[conv3x3-4 conv1x1-2] [conv3x3-4] [fc8-relu]")[None]])
     a = map_eval.train(archs, jax.random.key(4))
-    b = mk.train(archs, jax.random.key(4))
+    b = other.train(archs, jax.random.key(4))
     np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-4, atol=1e-5)
+
+
+def test_auto_conv_impl_by_channel_block():
+    cfg = TrainConfig(strategy="map")
+    assert cfg.resolved_conv_impl(SequentialSpace()) == "blocked"  # channels 8, 16, 32: blocks of 8
+    assert cfg.resolved_conv_impl(SPACE) == "kernel"  # channels 2, 4: blocks of 2 are too small
+    assert TrainConfig(strategy="vmap").resolved_conv_impl(SequentialSpace()) == "masked"
 
 
 def test_narrow_variant_trains_like_max_size_child(map_eval, ds):

@@ -135,8 +135,8 @@ def make_child(space: Space, input_shape: tuple[int, int, int], num_classes: int
                 f"the data is {input_shape} / {num_classes} classes; build the space with "
                 f"SequentialSpace(input_shape={input_shape}, num_classes={num_classes})"
             )
-        if conv_impl not in ("exact", "kernel", "masked"):
-            raise ValueError(f"conv_impl must be 'exact', 'kernel' or 'masked', got {conv_impl!r}")
+        if conv_impl not in ("exact", "kernel", "blocked", "masked"):
+            raise ValueError(f"conv_impl must be 'exact', 'kernel', 'blocked' or 'masked', got {conv_impl!r}")
     elif not isinstance(space, NB201Space):
         raise ValueError(f"no child network for space {type(space).__name__}")
     return Child(space, input_shape, int(num_classes), conv_impl, int(nb201_channels), int(nb201_cells))

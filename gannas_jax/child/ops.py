@@ -74,6 +74,71 @@ def _conv_bwd(res, g):
 conv_same_nobias.defvjp(_conv_fwd, _conv_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def conv_blocks(x: jax.Array, kernel: jax.Array, n_in: jax.Array, n_out: jax.Array, bi: int, bo: int) -> jax.Array:
+    """:func:`conv_same_nobias` over the live channel blocks only, however many are live.
+
+    The input channels are ``x.shape[-1] / bi`` blocks of ``bi`` and the output channels
+    ``kernel.shape[-1] / bo`` blocks of ``bo``; only the first ``n_in`` input blocks and the first
+    ``n_out`` output blocks (traced ints) are computed, one small convolution per block pair in a
+    loop, and the other output channels are zero. Inside a ``lax.switch`` branch this spends the
+    FLOPs of the live channels (rounded up to blocks) instead of the maximum channels, with one
+    branch for every channel count (measured, 7x7 on a 32x8x8 batch, forward and backward:
+    8->8 0.78 ms, 32->32 6.4 ms as one convolution).
+
+    Args:
+      x: ``[B, H, W, Ci]``, zero beyond the live input channels.
+      kernel: ``[k, k, Ci, Co]``.
+      n_in, n_out: live input and output blocks (int32 scalars).
+      bi, bo: block sizes (static), dividing ``Ci`` and ``Co``.
+    """
+    return _blocks(x, kernel, n_in, n_out, bi, bo)
+
+
+def _pair(p, n_in, bi, bo):
+    i, j = p % n_in, p // n_in
+    return i, j, i * bi, j * bo
+
+
+def _blocks(x, kernel, n_in, n_out, bi, bo):
+    k = kernel.shape[0]
+
+    def body(p, out):
+        _, _, ci, co = _pair(p, n_in, bi, bo)
+        xi = lax.dynamic_slice_in_dim(x, ci, bi, axis=3)
+        wij = lax.dynamic_slice(kernel, (0, 0, ci, co), (k, k, bi, bo))
+        yj = lax.dynamic_slice_in_dim(out, co, bo, axis=3) + _conv(xi, wij)
+        return lax.dynamic_update_slice_in_dim(out, yj, co, axis=3)
+
+    out = jnp.zeros(x.shape[:3] + kernel.shape[3:], x.dtype)
+    return lax.fori_loop(0, n_in * n_out, body, out)
+
+
+def _blocks_fwd(x, kernel, n_in, n_out, bi, bo):
+    return _blocks(x, kernel, n_in, n_out, bi, bo), (x, kernel, n_in, n_out)
+
+
+def _blocks_bwd(bi, bo, res, g):
+    x, kernel, n_in, n_out = res
+    k = kernel.shape[0]
+
+    def body(p, carry):
+        dx, dk = carry
+        _, _, ci, co = _pair(p, n_in, bi, bo)
+        xi = lax.dynamic_slice_in_dim(x, ci, bi, axis=3)
+        wij = lax.dynamic_slice(kernel, (0, 0, ci, co), (k, k, bi, bo))
+        gj = lax.dynamic_slice_in_dim(g, co, bo, axis=3)
+        dxi, dwij = _conv_bwd((xi, wij), gj)
+        dx = lax.dynamic_update_slice_in_dim(dx, lax.dynamic_slice_in_dim(dx, ci, bi, axis=3) + dxi, ci, axis=3)
+        return dx, lax.dynamic_update_slice(dk, dwij, (0, 0, ci, co))
+
+    dx, dk = lax.fori_loop(0, n_in * n_out, body, (jnp.zeros_like(x), jnp.zeros_like(kernel)))
+    return dx, dk, None, None
+
+
+conv_blocks.defvjp(_blocks_fwd, _blocks_bwd)
+
+
 def conv_same(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
     """Stride-1 'same' convolution plus optional bias. ``[B,H,W,Ci] x [k,k,Ci,Co] -> [B,H,W,Co]``."""
     y = conv_same_nobias(x, kernel)

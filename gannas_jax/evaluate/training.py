@@ -70,8 +70,9 @@ class TrainConfig:
       strategy: population execution: ``'vmap'``, ``'map'`` (``lax.map``) or ``'auto'`` (``map`` on
         CPU, ``vmap`` elsewhere).
       conv_impl: sequential space conv (see :class:`~gannas_jax.child.SequentialChild`):
-        ``'exact'``, ``'kernel'``, ``'masked'`` or ``'auto'`` (``kernel`` with ``map``, ``masked``
-        with ``vmap``).
+        ``'exact'``, ``'kernel'``, ``'blocked'``, ``'masked'`` or ``'auto'`` (``blocked`` with
+        ``map``, or ``kernel`` when the space's channel counts share no block of 4 or more;
+        ``masked`` with ``vmap``).
       population: capacity P; batches are padded to it so their size never recompiles.
       devices: devices to spread the population over (population parallelism); 0 means all local
         devices that divide P, 1 disables. On CPU, call ``gannas_jax.use_cpu_cores()`` before JAX
@@ -111,8 +112,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.conv_impl not in ("auto", "exact", "kernel", "masked"):
-            raise ValueError(f"TrainConfig.conv_impl must be auto, exact, kernel or masked, got {self.conv_impl!r}")
+        if self.conv_impl not in ("auto", "exact", "kernel", "blocked", "masked"):
+            raise ValueError(f"TrainConfig.conv_impl must be auto, exact, kernel, blocked or masked, "
+                             f"got {self.conv_impl!r}")
         for f in ("steps", "batch_size", "population", "eval_batch_size"):
             if getattr(self, f) < 1:
                 raise ValueError(f"TrainConfig.{f} must be >= 1, got {getattr(self, f)}")
@@ -123,10 +125,20 @@ class TrainConfig:
             return self.strategy
         return "map" if jax.default_backend() == "cpu" else "vmap"
 
-    def resolved_conv_impl(self) -> str:
+    def resolved_conv_impl(self, space: Space | None = None) -> str:
+        """The sequential child's conv: ``'auto'`` is ``'masked'`` with ``vmap``, and with ``map``
+        ``'blocked'`` when the space's channel block (the gcd of its channel counts) is at least
+        4, else ``'kernel'``."""
         if self.conv_impl != "auto":
             return self.conv_impl
-        return "kernel" if self.resolved_strategy() == "map" else "masked"
+        if self.resolved_strategy() != "map":
+            return "masked"
+        from gannas_jax.child.sequential import geometry
+        from gannas_jax.spaces import SequentialSpace
+
+        if isinstance(space, SequentialSpace) and geometry(space)["block"] >= 4:
+            return "blocked"
+        return "kernel"
 
 
 def make_optimizer(cfg: TrainConfig, freeze_after: int | None = None) -> optax.GradientTransformation:
@@ -275,7 +287,7 @@ class TrainingEvaluator:
         cfg = self.config
         self.strategy = cfg.resolved_strategy()
         self.child = make_child(space, self.dataset.input_shape, self.dataset.num_classes,
-                                conv_impl=cfg.resolved_conv_impl(), nb201_channels=cfg.nb201_channels,
+                                conv_impl=cfg.resolved_conv_impl(space), nb201_channels=cfg.nb201_channels,
                                 nb201_cells=cfg.nb201_cells)
         ds = self.dataset
         self.batch_idx = batch_indices(len(ds.x_train), cfg.batch_size, cfg.steps, cfg.data_seed)
