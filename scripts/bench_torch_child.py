@@ -202,7 +202,8 @@ def main(argv: list[str]) -> int:
 
     P = args.population
     result = {
-        "population": P, "chunks": args.chunks, "architectures": n_archs, "steps": cfg.steps, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
+        "population": P, "chunks": args.chunks, "architectures": n_archs, "steps": cfg.steps,
+        "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
         "learning_rate": cfg.learning_rate, "strategy": cfg.resolved_strategy(),
         "conv_impl": cfg.resolved_conv_impl(space), "jax_devices": jax.local_device_count(),
         "backend": jax.default_backend(), "repeats": args.repeats, "load_avg_1min": load,

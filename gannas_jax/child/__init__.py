@@ -42,8 +42,8 @@ class Child:
       space: the search space.
       input_shape: ``(H, W, C)`` of the images.
       num_classes: classifier outputs.
-      conv_impl: sequential space only: ``'exact'``, ``'kernel'`` or ``'masked'`` (see
-        :class:`SequentialChild`).
+      conv_impl: sequential space only: ``'exact'``, ``'kernel'``, ``'blocked'`` or ``'masked'``
+        (see :class:`SequentialChild`).
       nb201_channels, nb201_cells: NB201 only: C and N of the skeleton.
       narrow: sequential space only: the narrow variant for conv-less architectures (see
         :class:`SequentialChild`); its ``init`` gives the max-size child's weights, cut down.

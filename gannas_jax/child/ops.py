@@ -95,16 +95,16 @@ def conv_blocks(x: jax.Array, kernel: jax.Array, n_in: jax.Array, n_out: jax.Arr
     return _blocks(x, kernel, n_in, n_out, bi, bo)
 
 
-def _pair(p, n_in, bi, bo):
-    i, j = p % n_in, p // n_in
-    return i, j, i * bi, j * bo
+def _offsets(p, n_in, bi, bo):
+    """Input and output channel offsets of block pair ``p`` (input block ``p % n_in``)."""
+    return (p % n_in) * bi, (p // n_in) * bo
 
 
 def _blocks(x, kernel, n_in, n_out, bi, bo):
     k = kernel.shape[0]
 
     def body(p, out):
-        _, _, ci, co = _pair(p, n_in, bi, bo)
+        ci, co = _offsets(p, n_in, bi, bo)
         xi = lax.dynamic_slice_in_dim(x, ci, bi, axis=3)
         wij = lax.dynamic_slice(kernel, (0, 0, ci, co), (k, k, bi, bo))
         yj = lax.dynamic_slice_in_dim(out, co, bo, axis=3) + _conv(xi, wij)
@@ -124,7 +124,7 @@ def _blocks_bwd(bi, bo, res, g):
 
     def body(p, carry):
         dx, dk = carry
-        _, _, ci, co = _pair(p, n_in, bi, bo)
+        ci, co = _offsets(p, n_in, bi, bo)
         xi = lax.dynamic_slice_in_dim(x, ci, bi, axis=3)
         wij = lax.dynamic_slice(kernel, (0, 0, ci, co), (k, k, bi, bo))
         gj = lax.dynamic_slice_in_dim(g, co, bo, axis=3)

@@ -42,9 +42,10 @@ from jax import lax
 
 from gannas_jax import parallel
 from gannas_jax.child import Child, arch_seed, make_child
+from gannas_jax.child.sequential import geometry
 from gannas_jax.data import Dataset, batch_indices, load_dataset
 from gannas_jax.evaluate.base import EvalResult
-from gannas_jax.spaces import Space
+from gannas_jax.spaces import SequentialSpace, Space
 
 STRATEGIES = ("auto", "vmap", "map")
 
@@ -134,9 +135,6 @@ class TrainConfig:
             return self.conv_impl
         if self.resolved_strategy() != "map":
             return "masked"
-        from gannas_jax.child.sequential import geometry
-        from gannas_jax.spaces import SequentialSpace
-
         if isinstance(space, SequentialSpace) and geometry(space)["block"] >= 4:
             return "blocked"
         return "kernel"
@@ -246,6 +244,11 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
     }
 
 
+def _narrow_child(child: Child, cfg: TrainConfig, strategy: str) -> Child | None:
+    """The narrow variant the population uses for the architectures it accepts, or None."""
+    return child.narrow_variant() if strategy == "map" and cfg.narrow else None
+
+
 def train_population(child: Child, cfg: TrainConfig, strategy: str, keys: jax.Array, archs: jax.Array,
                      data: dict) -> dict:
     """:func:`train_member` over a population ``keys [P]``, ``archs [P, V]`` by ``vmap`` or ``lax.map``.
@@ -253,7 +256,7 @@ def train_population(child: Child, cfg: TrainConfig, strategy: str, keys: jax.Ar
     With ``map`` and ``cfg.narrow``, each member whose architecture the child's narrow variant
     accepts is trained by that variant instead (``lax.cond`` runs one of the two).
     """
-    narrow = child.narrow_variant() if strategy == "map" and cfg.narrow else None
+    narrow = _narrow_child(child, cfg, strategy)
 
     def member(key, arch):
         if narrow is None:
@@ -347,8 +350,7 @@ class TrainingEvaluator:
         cannot train (the slow ones) round-robin over the devices, so that no device waits on
         another. Results do not depend on it (each member's key depends on its codes only)."""
         p, n = len(archs), self.n_devices
-        narrow = self.child.narrow_variant() if self.strategy == "map" and self.config.narrow else None
-        if n == 1 or narrow is None:
+        if n == 1 or _narrow_child(self.child, self.config, self.strategy) is None:
             return np.arange(p)
         is_narrow = np.asarray(self.child.is_narrow(archs), bool)
         deal = np.concatenate([np.flatnonzero(~is_narrow), np.flatnonzero(is_narrow)])
