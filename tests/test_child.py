@@ -25,6 +25,7 @@ from gannas_jax.child import (
 from gannas_jax.child import ops
 
 N_ARCHS = 50
+N_GRAD = 16  # architectures whose gradients are checked too
 # Small widths keep compile and eager static runs quick; every op kind, kernel and width choice
 # of the layout is still exercised (1x1 convs, 3 channel widths incl. the input's, 2 head slots).
 SEQ = SequentialSpace(input_shape=(8, 8, 2), num_classes=5, num_stages=2, slots_per_stage=3,
@@ -43,10 +44,19 @@ def x_seq():
 
 @pytest.mark.parametrize("conv_impl", ["exact", "kernel", "blocked", "masked"])
 def test_sequential_matches_static(seq_archs, x_seq, conv_impl):
+    """Outputs in both modes, and (for the first N_GRAD architectures) the gradients of every
+    weight: the live windows equal the static child's gradients, and everything outside them is
+    exactly zero, so training the max-size child trains the exact-size network."""
     child = SequentialChild(SEQ, conv_impl)
+    cot = jax.random.normal(jax.random.key(2), (x_seq.shape[0], SEQ.num_classes))
+
+    def grads(p, a, x):
+        return jax.grad(lambda p: jnp.sum(jnp.tanh(child.apply({"params": p}, a, x, True)) * cot))(p)
+
     # Both modes in one program (this space has no dropout or BatchNorm, so they are the same
     # computation, and XLA compiles it once): one compile for all 50 architectures.
     apply = jax.jit(lambda p, a, x: (child.apply({"params": p}, a, x, False), child.apply({"params": p}, a, x, True)))
+    grad_fn = jax.jit(grads)
     for i, arch in enumerate(seq_archs):
         static = static_sequential(SEQ, arch)
         variables = static.init(jax.random.key(100 + i), x_seq)
@@ -59,7 +69,16 @@ def test_sequential_matches_static(seq_archs, x_seq, conv_impl):
             np.testing.assert_allclose(got_mode, want, atol=1e-5, rtol=0, err_msg=SEQ.to_string(arch))
         back = extract_static_sequential(SEQ, arch, params)
         chex.assert_trees_all_close(back, jax.tree.map(np.asarray, variables["params"]))
+        if i < N_GRAD:
+            g = jax.tree.map(np.asarray, grad_fn(params, jnp.asarray(arch), x_seq))
+            want_g = jax.grad(lambda p: jnp.sum(jnp.tanh(static.apply({"params": p}, x_seq)) * cot))(
+                variables["params"])
+            chex.assert_trees_all_close(extract_static_sequential(SEQ, arch, g), jax.tree.map(np.asarray, want_g),
+                                        atol=1e-5, rtol=1e-5)
+            # nothing outside the live windows
+            chex.assert_trees_all_equal(load_static_sequential(SEQ, arch, extract_static_sequential(SEQ, arch, g)), g)
     assert apply._cache_size() == 1  # one program for all 50 architectures
+    assert grad_fn._cache_size() == 1
 
 
 def test_sequential_init_is_masked_and_exact_scaled(seq_archs, x_seq):
