@@ -48,15 +48,10 @@ def test_sequential_matches_static(seq_archs, x_seq, conv_impl):
     weight: the live windows equal the static child's gradients, and everything outside them is
     exactly zero, so training the max-size child trains the exact-size network."""
     child = SequentialChild(SEQ, conv_impl)
-    cot = jax.random.normal(jax.random.key(2), (x_seq.shape[0], SEQ.num_classes))
-
-    def grads(p, a, x):
-        return jax.grad(lambda p: jnp.sum(jnp.tanh(child.apply({"params": p}, a, x, True)) * cot))(p)
-
+    grad_fn = _grad_fn(child, SEQ, x_seq)
     # Both modes in one program (this space has no dropout or BatchNorm, so they are the same
     # computation, and XLA compiles it once): one compile for all 50 architectures.
     apply = jax.jit(lambda p, a, x: (child.apply({"params": p}, a, x, False), child.apply({"params": p}, a, x, True)))
-    grad_fn = jax.jit(grads)
     for i, arch in enumerate(seq_archs):
         static = static_sequential(SEQ, arch)
         variables = static.init(jax.random.key(100 + i), x_seq)
@@ -70,15 +65,50 @@ def test_sequential_matches_static(seq_archs, x_seq, conv_impl):
         back = extract_static_sequential(SEQ, arch, params)
         chex.assert_trees_all_close(back, jax.tree.map(np.asarray, variables["params"]))
         if i < N_GRAD:
-            g = jax.tree.map(np.asarray, grad_fn(params, jnp.asarray(arch), x_seq))
-            want_g = jax.grad(lambda p: jnp.sum(jnp.tanh(static.apply({"params": p}, x_seq)) * cot))(
-                variables["params"])
-            chex.assert_trees_all_close(extract_static_sequential(SEQ, arch, g), jax.tree.map(np.asarray, want_g),
-                                        atol=1e-5, rtol=1e-5)
-            # nothing outside the live windows
-            chex.assert_trees_all_equal(load_static_sequential(SEQ, arch, extract_static_sequential(SEQ, arch, g)), g)
+            _check_grads(grad_fn, SEQ, arch, static, variables, params, x_seq)
     assert apply._cache_size() == 1  # one program for all 50 architectures
     assert grad_fn._cache_size() == 1
+
+
+def _grad_fn(child, space, x):
+    cot = jax.random.normal(jax.random.key(2), (x.shape[0], space.num_classes))
+
+    def loss(logits):
+        return jnp.sum(jnp.tanh(logits) * cot)
+
+    fn = jax.jit(lambda p, a, x: jax.grad(lambda p: loss(child.apply({"params": p}, a, x, True)))(p))
+    fn.loss = loss
+    return fn
+
+
+def _check_grads(grad_fn, space, arch, static, variables, params, x):
+    """The max-size child's gradients are the static child's in the live windows, 0 elsewhere."""
+    g = jax.tree.map(np.asarray, grad_fn(params, jnp.asarray(arch), x))
+    want = jax.grad(lambda p: grad_fn.loss(static.apply({"params": p}, x)))(variables["params"])
+    got = extract_static_sequential(space, arch, g)
+    chex.assert_trees_all_close(got, jax.tree.map(np.asarray, want), atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_equal(load_static_sequential(space, arch, got), g)
+
+
+# The image's channel count (1) is no conv width, so a conv reading 1 channel has no weights
+# upstream and its backward pass skips the input gradient: checked here (SEQ above has
+# input channels among its widths, so it never skips).
+SEQ1 = SequentialSpace(input_shape=(6, 6, 1), num_classes=3, num_stages=2, slots_per_stage=2,
+                       kernel_sizes=(1, 3), channels=(2, 4), num_fc=1, fc_widths=(4,))
+
+
+@pytest.mark.parametrize("conv_impl", ["exact", "kernel", "blocked"])
+def test_sequential_gradients_when_image_convs_skip_the_input_gradient(conv_impl):
+    archs = np.asarray(SEQ1.sample(jax.random.key(3), 40))
+    archs = archs[~np.asarray(is_convless(SEQ1, archs))][:10]
+    x = jax.random.normal(jax.random.key(4), (3, 6, 6, 1))
+    child = SequentialChild(SEQ1, conv_impl)
+    grad_fn = _grad_fn(child, SEQ1, x)
+    for i, arch in enumerate(archs):
+        static = static_sequential(SEQ1, arch)
+        variables = jax.tree.map(lambda a: a + 0.1, static.init(jax.random.key(200 + i), x))
+        _check_grads(grad_fn, SEQ1, arch, static, variables, load_static_sequential(SEQ1, arch, variables["params"]), x)
+    assert len(archs) == 10 and grad_fn._cache_size() == 1
 
 
 def test_sequential_init_is_masked_and_exact_scaled(seq_archs, x_seq):
