@@ -112,11 +112,17 @@ def test_narrow_variant_trains_like_max_size_child(map_eval, ds):
     map_eval.n_devices = 2
     try:
         order = map_eval._balance(archs)
+        # by cost: the two-conv member shares its device with the conv-less one, not a conv one
+        costly = np.stack([SPACE.from_string(s) for s in (
+            "[conv3x3-4] [] []", "[conv3x3-4] [conv1x1-2] []", "[] [relu] []", "[conv1x1-2] [] [fc8-relu]")])
+        by_cost = map_eval._balance(costly)
     finally:
         map_eval.n_devices = 1
     assert sorted(order) == [0, 1, 2, 3]
     has_conv = ~np.asarray(map_eval.child.is_narrow(archs[order]))
     assert has_conv[:2].sum() == 1 and has_conv[2:].sum() == 1
+    assert sorted(by_cost) == [0, 1, 2, 3]
+    assert {frozenset(by_cost[:2]), frozenset(by_cost[2:])} == {frozenset({1, 2}), frozenset({0, 3})}
 
 
 def test_children_learn(ds):
