@@ -74,7 +74,6 @@ def _conv_bwd(res, g):
 conv_same_nobias.defvjp(_conv_fwd, _conv_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def conv_blocks(x: jax.Array, kernel: jax.Array, n_in: jax.Array, n_out: jax.Array, bi: int, bo: int) -> jax.Array:
     """:func:`conv_same_nobias` over the live channel blocks only, however many are live.
 
@@ -92,39 +91,67 @@ def conv_blocks(x: jax.Array, kernel: jax.Array, n_in: jax.Array, n_out: jax.Arr
       n_in, n_out: live input and output blocks (int32 scalars).
       bi, bo: block sizes (static), dividing ``Ci`` and ``Co``.
     """
-    return _blocks(x, kernel, n_in, n_out, bi, bo)
+    offsets, count = block_pairs(n_in, n_out, x.shape[-1] // bi, kernel.shape[-1] // bo, bi, bo)
+    return conv_block_pairs(x, kernel, offsets, count, bi, bo)
 
 
-def _offsets(p, n_in, bi, bo):
-    """Input and output channel offsets of block pair ``p`` (input block ``p % n_in``)."""
-    return (p % n_in) * bi, (p // n_in) * bo
+def block_pairs(n_in: jax.Array, n_out: jax.Array, max_in: int, max_out: int, bi: int, bo: int):
+    """The channel offsets of the live block pairs of :func:`conv_block_pairs`.
+
+    Args:
+      n_in, n_out: live input and output blocks (int arrays of any equal shape ``S``).
+      max_in, max_out: the most blocks there can be (static).
+      bi, bo: block sizes (static).
+
+    Returns:
+      ``(offsets int32[*S, 2, max_in * max_out], count int32[*S])``: pair ``p < count`` reads input
+      channels ``offsets[0, p]:+bi`` and writes output channels ``offsets[1, p]:+bo``.
+    """
+    n_in = jnp.maximum(jnp.asarray(n_in, jnp.int32), 1)
+    p = jnp.arange(max_in * max_out, dtype=jnp.int32).reshape((1,) * n_in.ndim + (-1,))
+    n = n_in[..., None]
+    offsets = jnp.stack([(p % n) * bi, (p // n) * bo], axis=-2)
+    return offsets, n_in * jnp.asarray(n_out, jnp.int32)
 
 
-def _blocks(x, kernel, n_in, n_out, bi, bo):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def conv_block_pairs(x: jax.Array, kernel: jax.Array, offsets: jax.Array, count: jax.Array, bi: int,
+                     bo: int) -> jax.Array:
+    """:func:`conv_blocks` with its block pairs given as :func:`block_pairs` offsets.
+
+    Computed once per slot outside the loops, the offsets leave the loop bodies no integer
+    arithmetic: XLA:CPU compiles each scalar op of a loop body as a kernel of its own, at ~5 ms of
+    compile time each (measured: a division and a remainder per pair were ~20 kernels per conv
+    branch of the default digits child).
+    """
+    return _pairs(x, kernel, offsets, count, bi, bo)
+
+
+def _pairs(x, kernel, offsets, count, bi, bo):
     k = kernel.shape[0]
 
     def body(p, out):
-        ci, co = _offsets(p, n_in, bi, bo)
+        ci, co = offsets[0, p], offsets[1, p]
         xi = lax.dynamic_slice_in_dim(x, ci, bi, axis=3)
         wij = lax.dynamic_slice(kernel, (0, 0, ci, co), (k, k, bi, bo))
         yj = lax.dynamic_slice_in_dim(out, co, bo, axis=3) + _conv(xi, wij)
         return lax.dynamic_update_slice_in_dim(out, yj, co, axis=3)
 
     out = jnp.zeros(x.shape[:3] + kernel.shape[3:], x.dtype)
-    return lax.fori_loop(0, n_in * n_out, body, out)
+    return lax.fori_loop(0, count, body, out)
 
 
-def _blocks_fwd(x, kernel, n_in, n_out, bi, bo):
-    return _blocks(x, kernel, n_in, n_out, bi, bo), (x, kernel, n_in, n_out)
+def _pairs_fwd(x, kernel, offsets, count, bi, bo):
+    return _pairs(x, kernel, offsets, count, bi, bo), (x, kernel, offsets, count)
 
 
-def _blocks_bwd(bi, bo, res, g):
-    x, kernel, n_in, n_out = res
+def _pairs_bwd(bi, bo, res, g):
+    x, kernel, offsets, count = res
     k = kernel.shape[0]
 
     def body(p, carry):
         dx, dk = carry
-        ci, co = _offsets(p, n_in, bi, bo)
+        ci, co = offsets[0, p], offsets[1, p]
         xi = lax.dynamic_slice_in_dim(x, ci, bi, axis=3)
         wij = lax.dynamic_slice(kernel, (0, 0, ci, co), (k, k, bi, bo))
         gj = lax.dynamic_slice_in_dim(g, co, bo, axis=3)
@@ -132,11 +159,11 @@ def _blocks_bwd(bi, bo, res, g):
         dx = lax.dynamic_update_slice_in_dim(dx, lax.dynamic_slice_in_dim(dx, ci, bi, axis=3) + dxi, ci, axis=3)
         return dx, lax.dynamic_update_slice(dk, dwij, (0, 0, ci, co))
 
-    dx, dk = lax.fori_loop(0, n_in * n_out, body, (jnp.zeros_like(x), jnp.zeros_like(kernel)))
+    dx, dk = lax.fori_loop(0, count, body, (jnp.zeros_like(x), jnp.zeros_like(kernel)))
     return dx, dk, None, None
 
 
-conv_blocks.defvjp(_blocks_fwd, _blocks_bwd)
+conv_block_pairs.defvjp(_pairs_fwd, _pairs_bwd)
 
 
 def conv_same(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:

@@ -184,14 +184,16 @@ def narrow_params(space: SequentialSpace, params: dict) -> dict:
 def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False):
     """The op branches of one slot and the branch index function.
 
-    Each branch is ``(f, window, input_grad)``: ``f(h, w, b, op, ci, k, co) -> h`` where ``w``,
+    Each branch is ``(f, window, input_grad)``: ``f(h, w, b, op, ci, k, co, pairs) -> h`` where ``w``,
     ``b`` are the part of the slot's max-size kernel and bias that the branch reads, given by
     ``window``: ``None`` (no weights; ``w``, ``b`` are None), ``'full'``, or ``(o, kk, cin, cout)``
     for ``kernel[o:o+kk, o:o+kk, :cin, :cout]`` and ``bias[:cout]``. :func:`_stage_scan` slices
     exactly that window out of the stacked weights, so ops without weights copy none.
     ``input_grad`` is False for a conv that can only ever read the image's channels with no conv
     before it (the image's channel count is not a conv width): nothing upstream of it has weights,
-    so the backward pass skips its input gradient.
+    so the backward pass skips its input gradient. The index function maps the per-slot codes to
+    branches; the pairs function gives each slot's ``pairs`` operand (the block offsets of
+    ``'blocked'`` convs, see :func:`~gannas_jax.child.ops.block_pairs`; otherwise None).
     """
     g = geometry(space)
     cm, kmax = (g["cin"] if narrow else g["cm"]), g["kmax"]
@@ -203,11 +205,11 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
 
     relu, sigmoid = STAGE_OPS.index("relu"), STAGE_OPS.index("sigmoid")
 
-    def none_or_relu(h, w, b, op, ci, k, co):
+    def none_or_relu(h, w, b, op, ci, k, co, pairs):
         # jax.nn.relu's gradient (0 at h == 0), which jnp.maximum(h, 0) would split at ties
         return jnp.where((op == relu) & (h <= 0.0), 0.0, h)
 
-    def sigmoid_or_tanh(h, w, b, op, ci, k, co):
+    def sigmoid_or_tanh(h, w, b, op, ci, k, co, pairs):
         # sigmoid(h) = (1 + tanh(h / 2)) / 2: one transcendental for both ops, and one branch
         is_sig = op == sigmoid
         half = jnp.where(is_sig, 0.5, 1.0)
@@ -222,8 +224,8 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
     branches = [
         (none_or_relu, None, True),
         (sigmoid_or_tanh, None, True),
-        (lambda h, w, b, op, ci, k, co: ops.max_pool_same(h), None, True),
-        (lambda h, w, b, op, ci, k, co: ops.avg_pool_same(h), None, True),
+        (lambda h, w, b, op, ci, k, co, pairs: ops.max_pool_same(h), None, True),
+        (lambda h, w, b, op, ci, k, co, pairs: ops.avg_pool_same(h), None, True),
     ]
     base = np.zeros(len(STAGE_OPS), np.int32)  # branch of each non-conv op
     for name, i in (("none", 0), ("relu", 0), ("sigmoid", 1), ("tanh", 1), ("max_pool", 2), ("avg_pool", 3)):
@@ -235,7 +237,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
         return base_j[op]
 
     if narrow:  # no conv slot: the conv code maps to branch 0, never taken
-        return branches, lambda op, k, ci, co: simple_index(op, ci)
+        return branches, lambda op, k, ci, co: simple_index(op, ci), lambda ci, co: None
 
     if conv_impl in ("exact", "kernel", "blocked"):
         # Conv branches by (kernel, input-channel bucket, output-channel bucket). 'exact' has a
@@ -252,11 +254,18 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
         cs_np = np.asarray(cs, np.int32)
         blk = g["block"]
 
+        def pairs(ci, co):
+            # the block loops' offsets of every slot of a stage, computed once, outside the loops
+            if conv_impl != "blocked":
+                return None
+            n_in = (jnp.asarray(cin_np)[ci] + blk - 1) // blk
+            return ops.block_pairs(n_in, jnp.asarray(cs_np)[co] // blk, cm // blk, cm // blk, blk, blk)
+
         def conv_branch(kk, cin, cout):
             o = (kmax - kk) // 2
             image = cin == g["cin"] and cin != cm  # reads the image: cheap, one convolution
 
-            def branch(h, wk, bk, op, ci, k, co):
+            def branch(h, wk, bk, op, ci, k, co, pairs):
                 live_out = jnp.asarray(cs_np)[co]
                 # A bucket can be wider than the live channels. The input channels beyond the live
                 # count are exactly zero, so their weights add 0 and get a 0 gradient: only the
@@ -265,9 +274,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
                     m_out = (jnp.arange(cout) < live_out).astype(wk.dtype)
                     wk, bk = wk * m_out.reshape(1, 1, 1, cout), bk * m_out
                 if conv_impl == "blocked" and not image:
-                    n_in = (jnp.asarray(cin_np)[ci] + blk - 1) // blk
-                    n_out = (live_out + blk - 1) // blk
-                    y = ops.conv_blocks(h[..., :cin], wk, n_in, n_out, blk, blk) + bk.reshape(1, 1, 1, -1)
+                    y = ops.conv_block_pairs(h[..., :cin], wk, *pairs, blk, blk) + bk.reshape(1, 1, 1, -1)
                 else:
                     y = ops.conv_same(h[..., :cin], wk, bk)
                 return jnp.pad(y, ((0, 0), (0, 0), (0, 0), (0, cm - cout))) if cout < cm else y
@@ -290,7 +297,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
             kmask[i, o:o + kk, o:o + kk] = 1.0
         cs_np = np.asarray(cs, np.int32)
 
-        def masked(h, w, b, op, ci, k, co):
+        def masked(h, w, b, op, ci, k, co, pairs):
             m_in = (jnp.arange(cm) < jnp.asarray(cin_np)[ci]).astype(w.dtype)
             m_out = (jnp.arange(cm) < jnp.asarray(cs_np)[co]).astype(w.dtype)
             wk = w * jnp.asarray(kmask)[k].reshape(kmax, kmax, 1, 1) * m_in.reshape(1, 1, cm, 1) * m_out.reshape(1, 1, 1, cm)
@@ -301,11 +308,14 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
         def index(op, k, ci, co):
             return jnp.where(op == CONV, n_simple, simple_index(op, ci))
 
-    return branches, index
+        def pairs(ci, co):
+            return None
+
+    return branches, index, pairs
 
 
 def _stage_scan(branches):
-    """``stage(h, kern, bias, idx, gidx, op, ci, k, co) -> h``: the slots of a stage, each a ``lax.switch``.
+    """``stage(h, kern, bias, idx, gidx, op, ci, k, co, pairs) -> h``: a stage's slots, each a ``lax.switch``.
 
     ``branches`` are :func:`_stage_branches`'s ``(f, window, input_grad)`` triples.
     ``kern [L, K, K, Cm, Cm]``, ``bias [L, Cm]`` are the stage's stacked weights and the int
@@ -336,27 +346,27 @@ def _stage_scan(branches):
                 lax.dynamic_slice(bias, (l, 0), (1, cout))[0])
 
     def forward(f, window):
-        def run(h, kern, bias, l, p, c, kk, o):
+        def run(h, kern, bias, l, p, c, kk, o, pr):
             w, b = take(window, kern, bias, l)
-            return f(h, w, b, p, c, kk, o)
+            return f(h, w, b, p, c, kk, o, pr)
         return run
 
     forwards = [forward(f, win) for f, win, _ in branches]
 
-    def run(h, kern, bias, idx, op, ci, k, co, save):
+    def run(h, kern, bias, idx, op, ci, k, co, pairs, save):
         def slot(h, inp):
-            l, i, p, c, kk, o = inp
-            return lax.switch(i, forwards, h, kern, bias, l, p, c, kk, o), (h if save else None)
+            l, i, p, c, kk, o, pr = inp
+            return lax.switch(i, forwards, h, kern, bias, l, p, c, kk, o, pr), (h if save else None)
 
-        return lax.scan(slot, h, (jnp.arange(idx.shape[0]), idx, op, ci, k, co))
+        return lax.scan(slot, h, (jnp.arange(idx.shape[0]), idx, op, ci, k, co, pairs))
 
     @jax.custom_vjp
-    def stage(h, kern, bias, idx, gidx, op, ci, k, co):
-        return run(h, kern, bias, idx, op, ci, k, co, save=False)[0]
+    def stage(h, kern, bias, idx, gidx, op, ci, k, co, pairs):
+        return run(h, kern, bias, idx, op, ci, k, co, pairs, save=False)[0]
 
-    def fwd(h, kern, bias, idx, gidx, op, ci, k, co):
-        out, hs = run(h, kern, bias, idx, op, ci, k, co, save=True)
-        return out, (hs, kern, bias, gidx, op, ci, k, co)
+    def fwd(h, kern, bias, idx, gidx, op, ci, k, co, pairs):
+        out, hs = run(h, kern, bias, idx, op, ci, k, co, pairs, save=True)
+        return out, (hs, kern, bias, gidx, op, ci, k, co, pairs)
 
     def zeros_like_slot(kern, bias):
         if kern is None:  # the narrow child: no stage weights
@@ -364,35 +374,36 @@ def _stage_scan(branches):
         return jnp.zeros(kern.shape[1:], kern.dtype), jnp.zeros(bias.shape[1:], bias.dtype)
 
     def pullback(f, window, input_grad):
-        def pull(h, kern, bias, l, p, c, kk, o, g):
+        def pull(h, kern, bias, l, p, c, kk, o, pr, g):
             zw, zb = zeros_like_slot(kern, bias)
             if window is None:
-                (dh,) = jax.vjp(lambda h: f(h, None, None, p, c, kk, o), h)[1](g)
+                (dh,) = jax.vjp(lambda h: f(h, None, None, p, c, kk, o, pr), h)[1](g)
                 return dh, zw, zb
             w, b = take(window, kern, bias, l)
             if input_grad:
-                dh, dw, db = jax.vjp(lambda h, w, b: f(h, w, b, p, c, kk, o), h, w, b)[1](g)
+                dh, dw, db = jax.vjp(lambda h, w, b: f(h, w, b, p, c, kk, o, pr), h, w, b)[1](g)
             else:  # nothing upstream has weights: the input cotangent is never used
-                dh, (dw, db) = g, jax.vjp(lambda w, b: f(h, w, b, p, c, kk, o), w, b)[1](g)
+                dh, (dw, db) = g, jax.vjp(lambda w, b: f(h, w, b, p, c, kk, o, pr), w, b)[1](g)
             off = 0 if window == "full" else window[0]
             return dh, lax.dynamic_update_slice(zw, dw, (off, off, 0, 0)), lax.dynamic_update_slice(zb, db, (0,))
         return pull
 
-    def skip(h, kern, bias, l, p, c, kk, o, g):
+    def skip(h, kern, bias, l, p, c, kk, o, pr, g):
         return (g,) + zeros_like_slot(kern, bias)
 
     pullbacks = [pullback(f, win, ig) for f, win, ig in branches] + [skip]
 
     def bwd(res, g):
-        hs, kern, bias, gidx, op, ci, k, co = res
+        hs, kern, bias, gidx, op, ci, k, co, pairs = res
 
         def slot(g, inp):
-            h, l, i, p, c, kk, o = inp
-            dh, dw, db = lax.switch(i, pullbacks, h, kern, bias, l, p, c, kk, o, g)
+            h, l, i, p, c, kk, o, pr = inp
+            dh, dw, db = lax.switch(i, pullbacks, h, kern, bias, l, p, c, kk, o, pr, g)
             return dh, (dw, db)
 
-        dh, (dkern, dbias) = lax.scan(slot, g, (hs, jnp.arange(gidx.shape[0]), gidx, op, ci, k, co), reverse=True)
-        return dh, dkern, dbias, None, None, None, None, None, None
+        dh, (dkern, dbias) = lax.scan(slot, g, (hs, jnp.arange(gidx.shape[0]), gidx, op, ci, k, co, pairs),
+                                      reverse=True)
+        return dh, dkern, dbias, None, None, None, None, None, None, None
 
     stage.defvjp(fwd, bwd)
     return stage
@@ -410,7 +421,7 @@ def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_h
         arch = space.canonicalize(arch)
     stage, head = space.split(arch)
     slot_cin = _slot_cin(space, stage)
-    branches, index = _stage_branches(space, conv_impl, narrow)
+    branches, index, block_pairs = _stage_branches(space, conv_impl, narrow)
 
     stage_fn = _stage_scan(branches)
 
@@ -431,7 +442,7 @@ def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_h
         op, k, co, ci = stage[s, :, 0], stage[s, :, 1], stage[s, :, 2], slot_cin[s]
         idx = index(op, k, ci, co)
         gidx = jnp.where(upstream[s] | (op == CONV), idx, skip)
-        h = stage_fn(h, kern, bias, idx, gidx, op, ci, k, co)
+        h = stage_fn(h, kern, bias, idx, gidx, op, ci, k, co, block_pairs(ci, co))
     flat = h.reshape(b, -1)
     hid = jnp.zeros((b, wm), jnp.float32)
     widths = jnp.asarray(space.fc_widths, jnp.int32)
