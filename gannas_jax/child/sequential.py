@@ -182,7 +182,7 @@ def narrow_params(space: SequentialSpace, params: dict) -> dict:
 
 
 def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False):
-    """The op branches of one slot and the branch index function.
+    """The op branches of one slot, the branch index function and the block-pairs function.
 
     Each branch is ``(f, window, input_grad)``: ``f(h, w, b, op, ci, k, co, pairs) -> h`` where ``w``,
     ``b`` are the part of the slot's max-size kernel and bias that the branch reads, given by
@@ -315,7 +315,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
 
 
 def _stage_scan(branches):
-    """``stage(h, kern, bias, idx, gidx, op, ci, k, co, pairs) -> h``: a stage's slots, each a ``lax.switch``.
+    """``stage(h, kern, bias, idx, gidx, op, ci, k, co, pairs) -> h``: a stage's slots, each a switch.
 
     ``branches`` are :func:`_stage_branches`'s ``(f, window, input_grad)`` triples.
     ``kern [L, K, K, Cm, Cm]``, ``bias [L, Cm]`` are the stage's stacked weights and the int
@@ -323,11 +323,14 @@ def _stage_scan(branches):
     slot's backward pass: ``idx``, or ``len(branches)`` (pass the cotangent through untouched)
     for a slot whose input gradient is not needed (no weights upstream, see
     :func:`sequential_forward`). The input cotangent of the stage is therefore only the true
-    gradient where something upstream has weights; the child stops the gradient at its input. The forward pass is a ``lax.scan`` over slots that saves only each
-    slot's input activation; each branch slices its exact weight window out of the stacked
-    arrays (ops without weights read none). The custom backward pass is a reverse scan whose
-    switch runs, in the one taken branch, that branch's forward and its VJP together, and places
-    the window's gradient into the slot's max-size gradient.
+    gradient where something upstream has weights; the child stops the gradient at its input.
+    ``pairs`` is each slot's operand of :func:`_stage_branches`'s pairs function (or None).
+
+    The forward pass is a ``lax.scan`` over slots that saves only each slot's input activation;
+    each branch slices its exact weight window out of the stacked arrays (ops without weights
+    read none). The custom backward pass is a reverse scan whose switch runs, in the one taken
+    branch, that branch's forward and its VJP together, and places the window's gradient into
+    the slot's max-size gradient.
 
     Autodiff of a switch (even rematerialized with ``jax.checkpoint``) instead recomputes the
     forward in a second switch that must output the union of every branch's residuals,
