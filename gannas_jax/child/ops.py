@@ -374,14 +374,9 @@ def batch_norm(
     return y, new_mean, new_var
 
 
-def lecun_normal(key: jax.Array, shape: tuple[int, ...], fan_in: jax.Array) -> jax.Array:
-    """Flax's default kernel init with a *traced* fan-in (the exact-size layer's, not the max)."""
-    z = jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
-    return z * (lax.rsqrt(jnp.maximum(fan_in, 1).astype(jnp.float32)) / TRUNC_STD)
-
-
 def lecun_normal_many(key: jax.Array, shapes: list[tuple[int, ...]], fan_ins: list) -> list[jax.Array]:
-    """:func:`lecun_normal` of several kernels from one draw of truncated normals.
+    """Flax's default kernel init (lecun-normal) of several kernels, each with a *traced* fan-in
+    (the exact-size layer's, not the max), from one draw of truncated normals.
 
     One draw is one random-number kernel for XLA to compile, instead of one per shape (measured on
     the default digits training program: six separate draws cost ~2 s of its ~5 s compile).

@@ -182,7 +182,7 @@ def narrow_params(space: SequentialSpace, params: dict) -> dict:
 
 
 def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False):
-    """The op branches of one slot, the branch index function and the block-pairs function.
+    """The op branches of one slot and the branch index function.
 
     Each branch is ``(f, window, input_grad)``: ``f(h, w, b, op, ci, k, co, pairs) -> h`` where ``w``,
     ``b`` are the part of the slot's max-size kernel and bias that the branch reads, given by
@@ -191,9 +191,8 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
     exactly that window out of the stacked weights, so ops without weights copy none.
     ``input_grad`` is False for a conv that can only ever read the image's channels with no conv
     before it (the image's channel count is not a conv width): nothing upstream of it has weights,
-    so the backward pass skips its input gradient. The index function maps the per-slot codes to
-    branches; the pairs function gives each slot's ``pairs`` operand (the block offsets of
-    ``'blocked'`` convs, see :func:`~gannas_jax.child.ops.block_pairs`; otherwise None).
+    so the backward pass skips its input gradient. ``pairs`` is the slot's :func:`_block_pairs`
+    (``'blocked'`` convs only; otherwise None).
     """
     g = geometry(space)
     cm, kmax = (g["cin"] if narrow else g["cm"]), g["kmax"]
@@ -237,7 +236,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
         return base_j[op]
 
     if narrow:  # no conv slot: the conv code maps to branch 0, never taken
-        return branches, lambda op, k, ci, co: simple_index(op, ci), lambda ci, co: None
+        return branches, lambda op, k, ci, co: simple_index(op, ci)
 
     if conv_impl in ("exact", "kernel", "blocked"):
         # Conv branches by (kernel, input-channel bucket, output-channel bucket). 'exact' has a
@@ -253,13 +252,6 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
         cout_to_b = np.asarray([min(i for i, b in enumerate(cout_b) if b >= c) for c in cs], np.int32)
         cs_np = np.asarray(cs, np.int32)
         blk = g["block"]
-
-        def pairs(ci, co):
-            # the block loops' offsets of every slot of a stage, computed once, outside the loops
-            if conv_impl != "blocked":
-                return None
-            n_in = (jnp.asarray(cin_np)[ci] + blk - 1) // blk
-            return ops.block_pairs(n_in, jnp.asarray(cs_np)[co] // blk, cm // blk, cm // blk, blk, blk)
 
         def conv_branch(kk, cin, cout):
             o = (kmax - kk) // 2
@@ -308,10 +300,18 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
         def index(op, k, ci, co):
             return jnp.where(op == CONV, n_simple, simple_index(op, ci))
 
-        def pairs(ci, co):
-            return None
+    return branches, index
 
-    return branches, index, pairs
+
+def _block_pairs(space: SequentialSpace, ci: jax.Array, co: jax.Array):
+    """The block-pair offsets (:func:`~gannas_jax.child.ops.block_pairs`) of the ``'blocked'``
+    conv of every slot of a stage, from the slots' input-channel index ``ci`` and output-channel
+    code ``co`` (``[L]`` each): computed once per stage, outside the switch and the block loops."""
+    g = geometry(space)
+    blk, cm = g["block"], g["cm"]
+    n_in = (jnp.asarray(g["cin_values"], jnp.int32)[ci] + blk - 1) // blk
+    n_out = jnp.asarray(space.channels, jnp.int32)[co] // blk
+    return ops.block_pairs(n_in, n_out, cm // blk, cm // blk, blk, blk)
 
 
 def _stage_scan(branches):
@@ -324,7 +324,7 @@ def _stage_scan(branches):
     for a slot whose input gradient is not needed (no weights upstream, see
     :func:`sequential_forward`). The input cotangent of the stage is therefore only the true
     gradient where something upstream has weights; the child stops the gradient at its input.
-    ``pairs`` is each slot's operand of :func:`_stage_branches`'s pairs function (or None).
+    ``pairs`` is each slot's :func:`_block_pairs` (or None), passed on to its branch.
 
     The forward pass is a ``lax.scan`` over slots that saves only each slot's input activation;
     each branch slices its exact weight window out of the stacked arrays (ops without weights
@@ -424,7 +424,7 @@ def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_h
         arch = space.canonicalize(arch)
     stage, head = space.split(arch)
     slot_cin = _slot_cin(space, stage)
-    branches, index, block_pairs = _stage_branches(space, conv_impl, narrow)
+    branches, index = _stage_branches(space, conv_impl, narrow)
 
     stage_fn = _stage_scan(branches)
 
@@ -445,7 +445,8 @@ def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_h
         op, k, co, ci = stage[s, :, 0], stage[s, :, 1], stage[s, :, 2], slot_cin[s]
         idx = index(op, k, ci, co)
         gidx = jnp.where(upstream[s] | (op == CONV), idx, skip)
-        h = stage_fn(h, kern, bias, idx, gidx, op, ci, k, co, block_pairs(ci, co))
+        pairs = _block_pairs(space, ci, co) if conv_impl == "blocked" and not narrow else None
+        h = stage_fn(h, kern, bias, idx, gidx, op, ci, k, co, pairs)
     flat = h.reshape(b, -1)
     hid = jnp.zeros((b, wm), jnp.float32)
     widths = jnp.asarray(space.fc_widths, jnp.int32)

@@ -354,7 +354,7 @@ class TrainingEvaluator:
         only).
 
         A member's cost is ``1 + its conv count``: on the 2-core CPU a member with one conv took
-        0.6-0.8 s to train and one with two 1.1 s, whatever the convs' sizes, because the
+        0.6-0.8 s to train and one with two 0.9-1.1 s, whatever the convs' sizes, because the
         max-size child's fixed work per step dominates. The costliest members go first, each to
         the least loaded device that has a free place (longest-processing-time first); the cheap
         narrow members fill the remaining places.
