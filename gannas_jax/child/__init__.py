@@ -22,6 +22,7 @@ from gannas_jax.child.nb201 import (
 from gannas_jax.child.sequential import (
     SequentialChild,
     StaticSequential,
+    apply_sequential,
     arch_seed,
     extract_static_sequential,
     init_sequential,
@@ -105,6 +106,8 @@ class Child:
 
     def apply(self, variables: dict, arch: jax.Array, x: jax.Array, train: bool) -> tuple[jax.Array, Any]:
         """``(logits [B, classes], new batch_stats)`` on images ``x`` ``[B, H, W, C]``."""
+        if isinstance(self.space, SequentialSpace):  # no BatchNorm; functional, no Flax overhead
+            return apply_sequential(self.module, variables["params"], arch, x), variables.get("batch_stats", {})
         if not variables.get("batch_stats"):
             return self.module.apply({"params": variables["params"]}, arch, x, train), variables.get("batch_stats", {})
         if train:

@@ -412,6 +412,20 @@ def _stage_scan(branches):
     return stage
 
 
+def apply_sequential(child: SequentialChild, params: dict, arch: jax.Array, x: jax.Array) -> jax.Array:
+    """``child.apply({'params': params}, arch, x)`` without Flax: the same forward pass on the
+    params dict. Flax checks every existing param against its initializer's abstract output at
+    each call (tracing the initializer), which is ~10% of the tracing time of the evaluator's
+    training program; this skips the check (shapes are checked by the matmuls and slices)."""
+    sp = child.space
+    stage_w = [(None, None)] * sp.num_stages if child.narrow else [
+        (params[f"stage{s}_kernel"], params[f"stage{s}_bias"]) for s in range(sp.num_stages)]
+    fc_w = [(params[f"fc{f}_kernel"], params[f"fc{f}_bias"]) for f in range(sp.num_fc)]
+    return sequential_forward(sp, child.conv_impl, arch, x, stage_w, fc_w, params["out_flat_kernel"],
+                              params.get("out_hidden_kernel"), params["out_bias"], narrow=child.narrow,
+                              canonical=child.assume_canonical)
+
+
 def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_hidden, out_bias, narrow=False,
                        canonical=False):
     """The arch-as-data forward pass on explicit max-size weights (see :class:`SequentialChild`;
