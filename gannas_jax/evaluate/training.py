@@ -156,9 +156,13 @@ def make_optimizer(cfg: TrainConfig, freeze_after: int | None = None) -> optax.G
 
         def lr(count):
             return jnp.where(count < freeze_after, base(count) if callable(base) else base, 0.0)
+    # One flat vector for the optimizer (optax.flatten): optax's elementwise update is otherwise
+    # compiled once per parameter shape, which was ~10% of the XLA compile time of the default
+    # digits training program (in-process A/B, 4 pairs: median 4.43 s against 4.89 s). The same
+    # update rule; results move only by float rounding (XLA fuses the arithmetic differently).
     if cfg.optimizer == "adam":
-        return optax.adam(lr)
-    return optax.sgd(lr, momentum=cfg.momentum)
+        return optax.flatten(optax.adam(lr))
+    return optax.flatten(optax.sgd(lr, momentum=cfg.momentum))
 
 
 def correct(child: Child, variables: dict, arch: jax.Array, x: jax.Array, y: jax.Array,
