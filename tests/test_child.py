@@ -149,6 +149,28 @@ def test_sequential_noncanonical_codes_equal_canonical(x_seq):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.parametrize("narrow", [False, True])
+def test_plan_gives_the_codes_output(seq_archs, x_seq, narrow):
+    """Child.apply on a decoded plan (what the evaluator's training loop passes) equals apply on
+    the codes, for every conv impl's plan layout and the narrow variant."""
+    archs = seq_archs[:8]
+    if narrow:
+        archs = np.asarray([a for a in seq_archs if bool(is_convless(SEQ, a))][:4])
+    for impl in ("exact", "blocked", "masked"):
+        child = make_child(SEQ, SEQ.input_shape, SEQ.num_classes, conv_impl=impl)
+        child = child.narrow_variant() if narrow else child
+
+        @jax.jit
+        def both(a, child=child):
+            v = child.init(jax.random.key(1), a)
+            return (child.apply(v, a, x_seq, train=True)[0],
+                    child.apply(v, child.plan(a), x_seq, train=True)[0])
+
+        for a in archs:
+            by_codes, by_plan = both(jnp.asarray(a))
+            chex.assert_trees_all_equal(by_codes, by_plan)
+
+
 def test_narrow_child_matches_max_size_child_on_convless_archs(seq_archs, x_seq):
     """The narrow variant computes the max-size child's logits and gradients (cut down to its
     params) on every conv-less architecture, in training and inference mode."""

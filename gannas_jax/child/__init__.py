@@ -30,6 +30,7 @@ from gannas_jax.child.sequential import (
     load_static_sequential,
     narrow_params,
     sequential_cost,
+    sequential_plan,
     static_sequential,
 )
 from gannas_jax.spaces import NB201Space, SequentialSpace, Space
@@ -94,6 +95,14 @@ class Child:
     def is_narrow(self, arch: jax.Array) -> jax.Array:
         """``bool[]``: whether :meth:`narrow_variant` can train ``arch`` (traceable)."""
         return is_convless(self.space, arch)
+
+    def plan(self, arch: jax.Array) -> Any:
+        """What :meth:`apply` reads from ``arch``, decoded once (traceable): pass it to
+        :meth:`apply` in place of the codes when applying one architecture many times, as a
+        training loop does (sequential space: :func:`sequential_plan`; NB201: the codes)."""
+        if isinstance(self.space, SequentialSpace):
+            return sequential_plan(self.space, self.conv_impl, arch, self.narrow, self.assume_canonical)
+        return arch
 
     def init(self, key: jax.Array, arch: jax.Array) -> dict[str, Any]:
         """Variables ``{'params', 'batch_stats'}`` of one child (traceable in ``arch``)."""

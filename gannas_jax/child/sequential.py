@@ -426,28 +426,58 @@ def apply_sequential(child: SequentialChild, params: dict, arch: jax.Array, x: j
                               canonical=child.assume_canonical)
 
 
-def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_hidden, out_bias, narrow=False,
-                       canonical=False):
-    """The arch-as-data forward pass on explicit max-size weights (see :class:`SequentialChild`;
-    with ``narrow``, on the narrow child's weights, for conv-less architectures; with
-    ``canonical``, ``arch`` is taken as canonical)."""
+def sequential_plan(space: SequentialSpace, conv_impl: str, arch: jax.Array, narrow: bool = False,
+                    canonical: bool = False) -> dict:
+    """Everything the forward pass reads from an architecture's codes, decoded once.
+
+    The evaluator decodes each child's plan once, before its training loop, and passes it to
+    every step instead of the codes: XLA:CPU does not hoist this integer arithmetic out of the
+    loop, and compiled each of its scalar ops as a kernel of its own (~40 kernels run at every
+    step, and compiled for each variant).
+
+    Returns:
+      ``{'stages': [per stage (idx, gidx, op, ci, k, co, pairs)], 'head_op': int[F],
+      'head_live': bool[F, Wm], 'n_fc': int}`` (see :func:`_stage_scan` for the stage fields).
+    """
     g = geometry(space)
-    cm, wm = (g["cin"] if narrow else g["cm"]), g["wm"]
     arch = jnp.asarray(arch, jnp.int32)
     if not canonical:
         arch = space.canonicalize(arch)
     stage, head = space.split(arch)
     slot_cin = _slot_cin(space, stage)
     branches, index = _stage_branches(space, conv_impl, narrow)
-
-    stage_fn = _stage_scan(branches)
-
     # A slot's input gradient is needed only if a conv (the only stage op with weights) comes
     # before it; the others' backward passes are skipped (measured: ~10% of a step of a child
     # with a conv). The child is not differentiable in its input images (NAS never needs it).
     is_conv = (stage[..., 0] == CONV).reshape(-1).astype(jnp.int32)
     upstream = (jnp.cumsum(is_conv) - is_conv > 0).reshape(stage.shape[:2])
-    skip = len(branches)
+    stages = []
+    for s in range(space.num_stages):
+        op, k, co, ci = stage[s, :, 0], stage[s, :, 1], stage[s, :, 2], slot_cin[s]
+        idx = index(op, k, ci, co)
+        gidx = jnp.where(upstream[s] | (op == CONV), idx, len(branches))
+        pairs = _block_pairs(space, ci, co) if conv_impl == "blocked" and not narrow else None
+        stages.append((idx, gidx, op, ci, k, co, pairs))
+    widths = jnp.asarray(space.fc_widths, jnp.int32)
+    return {
+        "stages": stages,
+        "head_op": head[:, 0],
+        "head_live": jnp.arange(g["wm"]).reshape(1, -1) < widths[head[:, 1]].reshape(-1, 1),
+        "n_fc": jnp.sum(head[:, 0] != 0),
+    }
+
+
+def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_hidden, out_bias, narrow=False,
+                       canonical=False):
+    """The arch-as-data forward pass on explicit max-size weights (see :class:`SequentialChild`;
+    with ``narrow``, on the narrow child's weights, for conv-less architectures; with
+    ``canonical``, ``arch`` is taken as canonical). ``arch`` is the codes or their
+    :func:`sequential_plan` (made with the same ``conv_impl`` and ``narrow``)."""
+    g = geometry(space)
+    cm, wm = (g["cin"] if narrow else g["cm"]), g["wm"]
+    plan = arch if isinstance(arch, dict) else sequential_plan(space, conv_impl, arch, narrow, canonical)
+    branches, _ = _stage_branches(space, conv_impl, narrow)
+    stage_fn = _stage_scan(branches)
 
     b = x.shape[0]
     h = jnp.pad(lax.stop_gradient(x).astype(jnp.float32), ((0, 0), (0, 0), (0, 0), (0, cm - x.shape[-1])))
@@ -455,26 +485,19 @@ def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_h
         if s:
             h = ops.max_pool_2x2(h)
         kern, bias = stage_w[s]
-
-        op, k, co, ci = stage[s, :, 0], stage[s, :, 1], stage[s, :, 2], slot_cin[s]
-        idx = index(op, k, ci, co)
-        gidx = jnp.where(upstream[s] | (op == CONV), idx, skip)
-        pairs = _block_pairs(space, ci, co) if conv_impl == "blocked" and not narrow else None
-        h = stage_fn(h, kern, bias, idx, gidx, op, ci, k, co, pairs)
+        h = stage_fn(h, kern, bias, *plan["stages"][s])
     flat = h.reshape(b, -1)
     hid = jnp.zeros((b, wm), jnp.float32)
-    widths = jnp.asarray(space.fc_widths, jnp.int32)
     for f in range(space.num_fc):
-        op, wi = head[f, 0], head[f, 1]
+        op = plan["head_op"][f]
         kernel, bias = fc_w[f]
         pre = (flat if f == 0 else hid) @ kernel + bias.reshape(1, wm)
         act = jnp.where(op == 1, jax.nn.relu(pre), jnp.where(op == 2, jax.nn.sigmoid(pre), jnp.tanh(pre)))
-        act = jnp.where((jnp.arange(wm) < widths[wi]).reshape(1, wm), act, 0.0)
+        act = jnp.where(plan["head_live"][f].reshape(1, wm), act, 0.0)
         hid = jnp.where(op != 0, act, hid)
     logits = flat @ out_flat
     if space.num_fc:
-        n_fc = jnp.sum(head[:, 0] != 0)
-        logits = jnp.where(n_fc == 0, logits, hid @ out_hidden)
+        logits = jnp.where(plan["n_fc"] == 0, logits, hid @ out_hidden)
     return logits + out_bias.reshape(1, -1)
 
 
@@ -740,6 +763,6 @@ def arch_seed(arch: Any) -> int:
 __all__ = [
     "SequentialChild", "StaticSequential", "static_sequential", "init_sequential",
     "load_static_sequential", "extract_static_sequential", "sequential_cost", "geometry", "arch_seed",
-    "is_convless", "narrow_params",
+    "is_convless", "narrow_params", "sequential_plan", "apply_sequential",
     "ACTIVATIONS", "HEAD_OPS",
 ]

@@ -216,10 +216,11 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
     n_train, n_val = data["n_train"], data["n_val"]
     x, y = data["x"], data["y"]
     n_eval = x.shape[0] - n_train
+    codes, arch = arch, child.plan(arch)  # decoded once, not at every step (see Child.plan)
 
     def init_state(tx):
         if variables is None:
-            return parallel.init_state(child, tx, key, arch)
+            return parallel.init_state(child, tx, key, codes)
         return parallel.ChildState(variables["params"], variables["batch_stats"], tx.init(variables["params"]))
 
     if child.train_mode_is_inference:
