@@ -10,8 +10,10 @@ for every architecture:
 * ``conv_impl='exact'``: the switch has one conv branch per ``(kernel, in-channels,
   out-channels)``, each a convolution on the exact slice of the max-size weight, so under
   ``lax.map`` (CPU) no FLOP is spent on padding, but 36 conv branches are slow to compile.
-  ``conv_impl='kernel'``: one branch per kernel size and input bucket (the image's channels, or
-  the maximum), channels masked within a bucket. ``conv_impl='blocked'``: the branches of
+  ``conv_impl='kernel'``: two input buckets (the image's channels, or the maximum) with channels
+  masked within a bucket; one branch per kernel size for the maximum, and one ``K x K`` branch
+  with the taps beyond the slot's kernel masked for the image's (few) channels.
+  ``conv_impl='blocked'``: the branches of
   ``'kernel'``, but a conv fed by a conv loops over its live channel blocks
   (:func:`~gannas_jax.child.ops.conv_blocks`; the block is the gcd of the channel counts), so it
   spends about the FLOPs of its live channels; the CPU default with ``lax.map``, which measured
@@ -252,8 +254,17 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
         cout_to_b = np.asarray([min(i for i, b in enumerate(cout_b) if b >= c) for c in cs], np.int32)
         cs_np = np.asarray(cs, np.int32)
         blk = g["block"]
+        # With channel buckets, the convs that read the image's (fewer) channels share one branch
+        # for every kernel size: a K x K conv whose taps beyond the slot's kernel are masked.
+        # On one or few input channels the extra taps cost little (measured on the default
+        # digits program: each kernel size's conv branch was ~0.1 s of compile per stage).
+        merge = conv_impl != "exact" and g["cin"] < cm
+        kmask = np.zeros((len(ks), kmax, kmax), np.float32)
+        for i, kk in enumerate(ks):
+            o = (kmax - kk) // 2
+            kmask[i, o:o + kk, o:o + kk] = 1.0
 
-        def conv_branch(kk, cin, cout):
+        def conv_branch(kk, cin, cout, any_k=False):
             o = (kmax - kk) // 2
             image = cin == g["cin"] and cin != cm  # reads the image: cheap, one convolution
 
@@ -265,6 +276,8 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
                 if cout > min(cs):
                     m_out = (jnp.arange(cout) < live_out).astype(wk.dtype)
                     wk, bk = wk * m_out.reshape(1, 1, 1, cout), bk * m_out
+                if any_k:
+                    wk = wk * jnp.asarray(kmask)[k].reshape(kmax, kmax, 1, 1)
                 if conv_impl == "blocked" and not image:
                     y = ops.conv_block_pairs(h[..., :cin], wk, *pairs, blk, blk) + bk.reshape(1, 1, 1, -1)
                 else:
@@ -272,15 +285,22 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
                 return jnp.pad(y, ((0, 0), (0, 0), (0, 0), (0, cm - cout))) if cout < cm else y
             return branch, (o, kk, cin, cout), not (cin == g["cin"] and cin not in cs)
 
-        for kk in ks:
-            for cin in cin_b:
-                for cout in cout_b:
-                    branches.append(conv_branch(kk, cin, cout))
+        # branch index of each (kernel, input bucket, output bucket)
+        table = np.zeros((len(ks), len(cin_b), len(cout_b)), np.int32)
+        for i, kk in enumerate(ks):
+            for bi, cin in enumerate(cin_b):
+                for bo, cout in enumerate(cout_b):
+                    any_k = merge and cin == g["cin"]
+                    if any_k and i:
+                        table[i, bi, bo] = table[0, bi, bo]
+                        continue
+                    table[i, bi, bo] = len(branches)
+                    branches.append(conv_branch(kmax if any_k else kk, cin, cout, any_k))
 
         cin_to_b_j, cout_to_b_j = jnp.asarray(cin_to_b), jnp.asarray(cout_to_b)
 
         def index(op, k, ci, co):
-            conv_idx = n_simple + (k * len(cin_b) + cin_to_b_j[ci]) * len(cout_b) + cout_to_b_j[co]
+            conv_idx = jnp.asarray(table)[k, cin_to_b_j[ci], cout_to_b_j[co]]
             return jnp.where(op == CONV, conv_idx, simple_index(op, ci))
     else:
         kmask = np.zeros((len(ks), kmax, kmax), np.float32)
