@@ -335,22 +335,27 @@ def _block_pairs(space: SequentialSpace, ci: jax.Array, co: jax.Array):
 
 
 def _stage_scan(branches):
-    """``stage(h, kern, bias, idx, gidx, op, ci, k, co, pairs) -> h``: a stage's slots, each a switch.
+    """``stage(h, kern, bias, idx, gidx, op, ci, k, co, pairs, lo, hi) -> h``: a stage's slots,
+    each a switch.
 
     ``branches`` are :func:`_stage_branches`'s ``(f, window, input_grad)`` triples.
     ``kern [L, K, K, Cm, Cm]``, ``bias [L, Cm]`` are the stage's stacked weights and the int
     ``[L]`` arrays the per-slot branch index and codes. ``gidx`` is the branch index of each
     slot's backward pass: ``idx``, or ``len(branches)`` (pass the cotangent through untouched)
     for a slot whose input gradient is not needed (no weights upstream, see
-    :func:`sequential_forward`). The input cotangent of the stage is therefore only the true
+    :func:`sequential_plan`). The input cotangent of the stage is therefore only the true
     gradient where something upstream has weights; the child stops the gradient at its input.
     ``pairs`` is each slot's :func:`_block_pairs` (or None), passed on to its branch.
 
-    The forward pass is a ``lax.scan`` over slots that saves only each slot's input activation;
-    each branch slices its exact weight window out of the stacked arrays (ops without weights
-    read none). The custom backward pass is a reverse scan whose switch runs, in the one taken
+    The forward pass loops over the live slots ``[0, hi)`` (canonical codes put the empty ones
+    last) and saves each one's input activation; each branch slices its exact weight window out
+    of the stacked arrays (ops without weights read none). The custom backward pass loops back
+    over ``[lo, hi)``, the live slots with weights upstream; its switch runs, in the one taken
     branch, that branch's forward and its VJP together, and places the window's gradient into
-    the slot's max-size gradient.
+    the slot's max-size gradient. Looping over those slots only, instead of scanning all ``L``,
+    skips the empty and gradient-free slots' iterations (their zero-filled gradients, stacking
+    and switch): measured on the default digits program, 7% of the running time (8 interleaved
+    runs: median 2.78 s against 3.00 s).
 
     Autodiff of a switch (even rematerialized with ``jax.checkpoint``) instead recomputes the
     forward in a second switch that must output the union of every branch's residuals,
@@ -376,20 +381,26 @@ def _stage_scan(branches):
 
     forwards = [forward(f, win) for f, win, _ in branches]
 
-    def run(h, kern, bias, idx, op, ci, k, co, pairs, save):
-        def slot(h, inp):
-            l, i, p, c, kk, o, pr = inp
-            return lax.switch(i, forwards, h, kern, bias, l, p, c, kk, o, pr), (h if save else None)
+    def at(xs, l):  # slot l's entries of per-slot arrays
+        return jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, l, keepdims=False), xs)
 
-        return lax.scan(slot, h, (jnp.arange(idx.shape[0]), idx, op, ci, k, co, pairs))
+    def run(h, kern, bias, idx, op, ci, k, co, pairs, hi, save):
+        def body(l, carry):
+            h, hs = carry
+            if save:
+                hs = lax.dynamic_update_index_in_dim(hs, h, l, 0)
+            return lax.switch(at(idx, l), forwards, h, kern, bias, l, *at((op, ci, k, co, pairs), l)), hs
+
+        hs = jnp.zeros((idx.shape[0],) + h.shape, h.dtype) if save else None
+        return lax.fori_loop(0, hi, body, (h, hs))
 
     @jax.custom_vjp
-    def stage(h, kern, bias, idx, gidx, op, ci, k, co, pairs):
-        return run(h, kern, bias, idx, op, ci, k, co, pairs, save=False)[0]
+    def stage(h, kern, bias, idx, gidx, op, ci, k, co, pairs, lo, hi):
+        return run(h, kern, bias, idx, op, ci, k, co, pairs, hi, save=False)[0]
 
-    def fwd(h, kern, bias, idx, gidx, op, ci, k, co, pairs):
-        out, hs = run(h, kern, bias, idx, op, ci, k, co, pairs, save=True)
-        return out, (hs, kern, bias, gidx, op, ci, k, co, pairs)
+    def fwd(h, kern, bias, idx, gidx, op, ci, k, co, pairs, lo, hi):
+        out, hs = run(h, kern, bias, idx, op, ci, k, co, pairs, hi, save=True)
+        return out, (hs, kern, bias, gidx, op, ci, k, co, pairs, lo, hi)
 
     def zeros_like_slot(kern, bias):
         if kern is None:  # the narrow child: no stage weights
@@ -417,16 +428,21 @@ def _stage_scan(branches):
     pullbacks = [pullback(f, win, ig) for f, win, ig in branches] + [skip]
 
     def bwd(res, g):
-        hs, kern, bias, gidx, op, ci, k, co, pairs = res
+        hs, kern, bias, gidx, op, ci, k, co, pairs, lo, hi = res
 
-        def slot(g, inp):
-            h, l, i, p, c, kk, o, pr = inp
-            dh, dw, db = lax.switch(i, pullbacks, h, kern, bias, l, p, c, kk, o, pr, g)
-            return dh, (dw, db)
+        def body(j, carry):
+            g, dkern, dbias = carry
+            l = hi - 1 - j
+            dh, dw, db = lax.switch(at(gidx, l), pullbacks, at(hs, l), kern, bias, l,
+                                    *at((op, ci, k, co, pairs), l), g)
+            if dkern is not None:
+                dkern = lax.dynamic_update_index_in_dim(dkern, dw, l, 0)
+                dbias = lax.dynamic_update_index_in_dim(dbias, db, l, 0)
+            return dh, dkern, dbias
 
-        dh, (dkern, dbias) = lax.scan(slot, g, (hs, jnp.arange(gidx.shape[0]), gidx, op, ci, k, co, pairs),
-                                      reverse=True)
-        return dh, dkern, dbias, None, None, None, None, None, None, None
+        zeros = (None, None) if kern is None else (jnp.zeros_like(kern), jnp.zeros_like(bias))
+        dh, dkern, dbias = lax.fori_loop(0, jnp.maximum(hi - lo, 0), body, (g,) + zeros)
+        return dh, dkern, dbias, None, None, None, None, None, None, None, None, None
 
     stage.defvjp(fwd, bwd)
     return stage
@@ -477,7 +493,12 @@ def sequential_plan(space: SequentialSpace, conv_impl: str, arch: jax.Array, nar
         idx = index(op, k, ci, co)
         gidx = jnp.where(upstream[s] | (op == CONV), idx, len(branches))
         pairs = _block_pairs(space, ci, co) if conv_impl == "blocked" and not narrow else None
-        stages.append((idx, gidx, op, ci, k, co, pairs))
+        # Canonical stages hold their live slots first, and the slots with no weights upstream
+        # are a prefix of the network: the forward pass runs slots [0, hi) and the backward pass
+        # [lo, hi) of each stage, the others being exact identities for it.
+        hi = jnp.sum(op != 0).astype(jnp.int32)
+        lo = jnp.sum(gidx == len(branches)).astype(jnp.int32)
+        stages.append((idx, gidx, op, ci, k, co, pairs, lo, hi))
     widths = jnp.asarray(space.fc_widths, jnp.int32)
     return {
         "stages": stages,
