@@ -15,17 +15,17 @@ weights, so it runs several times faster than the max-size child. The evaluator 
 members evenly over the devices.
 
 Where the time goes on a 2-core CPU (default ``SequentialSpace``, P=16, the default recipe;
-``scripts/bench_torch.py child``): about 0.8-1.2 s tracing, 4.2-5.0 s XLA compilation (at LLVM
+``scripts/bench_torch.py child``): about 0.7-1.2 s tracing, 3.9-5.0 s XLA compilation (at LLVM
 -O1, see ``CPU_COMPILER_OPTIONS``; ~540 kernels, ~250 distinct after XLA's deduplication, on ~1.6
 cores; a profile of the compile: code generation per distinct kernel, LLVM ~35% and MLIR fusion
-emitters ~19% of its CPU time, HLO passes ~12%) and 3.0-3.9 s running on the two XLA CPU devices
-that ``gannas_jax.use_cpu_cores()`` creates, as the scripts do, against 6.5-7.5 s for PyTorch
-eager at exact sizes on one thread; over six such batches (one compile) 31-33 s against 41-43 s.
+emitters ~19% of its CPU time, HLO passes ~12%) and 2.8-3.9 s running on the two XLA CPU devices
+that ``gannas_jax.use_cpu_cores()`` creates, as the scripts do, against 6.1-8.5 s for PyTorch
+eager at exact sizes on one thread; over six such batches (one compile) 37-45 s against 49-67 s.
 The children's exact forward cost is only 0.06 MFLOP per image, so both sides are
 overhead-bound. On the JAX side the running time is the members with a conv (about 2 ms per step
 on one device whatever the convs' sizes; a conv-less member on the narrow variant takes 0.17
 ms): the 512-row head's matmuls, the zero-filled buffers and stacking of per-slot activations
-and gradients in the stage scans, Adam over 390k max-size parameters, and memory traffic on
+and gradients in the stage loops, Adam over 390k max-size parameters, and memory traffic on
 32-channel padded activations. Compilation is dominated by the per-slot op switches (forward
 and backward of each stage, for each variant). The two devices need both cores: with another
 busy process on the machine the JAX side slows down about 2x, the one-thread PyTorch side hardly
