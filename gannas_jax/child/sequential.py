@@ -335,17 +335,17 @@ def _block_pairs(space: SequentialSpace, ci: jax.Array, co: jax.Array):
 
 
 def _stage_scan(branches):
-    """``stage(h, kern, bias, idx, gidx, op, ci, k, co, pairs, lo, hi) -> h``: a stage's slots,
-    each a switch.
+    """``stage(h, kern, bias, idx, op, ci, k, co, pairs, lo, hi) -> h``: a stage's slots, each a
+    switch.
 
     ``branches`` are :func:`_stage_branches`'s ``(f, window, input_grad)`` triples.
     ``kern [L, K, K, Cm, Cm]``, ``bias [L, Cm]`` are the stage's stacked weights and the int
-    ``[L]`` arrays the per-slot branch index and codes. ``gidx`` is the branch index of each
-    slot's backward pass: ``idx``, or ``len(branches)`` (pass the cotangent through untouched)
-    for a slot whose input gradient is not needed (no weights upstream, see
-    :func:`sequential_plan`). The input cotangent of the stage is therefore only the true
-    gradient where something upstream has weights; the child stops the gradient at its input.
-    ``pairs`` is each slot's :func:`_block_pairs` (or None), passed on to its branch.
+    ``[L]`` arrays the per-slot branch index and codes. ``pairs`` is each slot's
+    :func:`_block_pairs` (or None), passed on to its branch. ``lo``, ``hi`` (int scalars): the
+    stage's slots ``[hi, L)`` are empty, and the slots before ``lo`` have no weights upstream
+    (see :func:`sequential_plan`), so their input gradient is not needed: the cotangent passes
+    them untouched, and the stage's input cotangent is only the true gradient where something
+    upstream has weights (the child stops the gradient at its input).
 
     The forward pass loops over the live slots ``[0, hi)`` (canonical codes put the empty ones
     last) and saves each one's input activation; each branch slices its exact weight window out
@@ -395,12 +395,12 @@ def _stage_scan(branches):
         return lax.fori_loop(0, hi, body, (h, hs))
 
     @jax.custom_vjp
-    def stage(h, kern, bias, idx, gidx, op, ci, k, co, pairs, lo, hi):
+    def stage(h, kern, bias, idx, op, ci, k, co, pairs, lo, hi):
         return run(h, kern, bias, idx, op, ci, k, co, pairs, hi, save=False)[0]
 
-    def fwd(h, kern, bias, idx, gidx, op, ci, k, co, pairs, lo, hi):
+    def fwd(h, kern, bias, idx, op, ci, k, co, pairs, lo, hi):
         out, hs = run(h, kern, bias, idx, op, ci, k, co, pairs, hi, save=True)
-        return out, (hs, kern, bias, gidx, op, ci, k, co, pairs, lo, hi)
+        return out, (hs, kern, bias, idx, op, ci, k, co, pairs, lo, hi)
 
     def zeros_like_slot(kern, bias):
         if kern is None:  # the narrow child: no stage weights
@@ -422,18 +422,15 @@ def _stage_scan(branches):
             return dh, lax.dynamic_update_slice(zw, dw, (off, off, 0, 0)), lax.dynamic_update_slice(zb, db, (0,))
         return pull
 
-    def skip(h, kern, bias, l, p, c, kk, o, pr, g):
-        return (g,) + zeros_like_slot(kern, bias)
-
-    pullbacks = [pullback(f, win, ig) for f, win, ig in branches] + [skip]
+    pullbacks = [pullback(f, win, ig) for f, win, ig in branches]
 
     def bwd(res, g):
-        hs, kern, bias, gidx, op, ci, k, co, pairs, lo, hi = res
+        hs, kern, bias, idx, op, ci, k, co, pairs, lo, hi = res
 
         def body(j, carry):
             g, dkern, dbias = carry
             l = hi - 1 - j
-            dh, dw, db = lax.switch(at(gidx, l), pullbacks, at(hs, l), kern, bias, l,
+            dh, dw, db = lax.switch(at(idx, l), pullbacks, at(hs, l), kern, bias, l,
                                     *at((op, ci, k, co, pairs), l), g)
             if dkern is not None:
                 dkern = lax.dynamic_update_index_in_dim(dkern, dw, l, 0)
@@ -442,7 +439,7 @@ def _stage_scan(branches):
 
         zeros = (None, None) if kern is None else (jnp.zeros_like(kern), jnp.zeros_like(bias))
         dh, dkern, dbias = lax.fori_loop(0, jnp.maximum(hi - lo, 0), body, (g,) + zeros)
-        return dh, dkern, dbias, None, None, None, None, None, None, None, None, None
+        return dh, dkern, dbias, None, None, None, None, None, None, None, None
 
     stage.defvjp(fwd, bwd)
     return stage
@@ -472,7 +469,7 @@ def sequential_plan(space: SequentialSpace, conv_impl: str, arch: jax.Array, nar
     step, and compiled for each variant).
 
     Returns:
-      ``{'stages': [per stage (idx, gidx, op, ci, k, co, pairs)], 'head_op': int[F],
+      ``{'stages': [per stage (idx, op, ci, k, co, pairs, lo, hi)], 'head_op': int[F],
       'head_live': bool[F, Wm], 'n_fc': int}`` (see :func:`_stage_scan` for the stage fields).
     """
     g = geometry(space)
@@ -481,7 +478,7 @@ def sequential_plan(space: SequentialSpace, conv_impl: str, arch: jax.Array, nar
         arch = space.canonicalize(arch)
     stage, head = space.split(arch)
     slot_cin = _slot_cin(space, stage)
-    branches, index = _stage_branches(space, conv_impl, narrow)
+    _, index = _stage_branches(space, conv_impl, narrow)
     # A slot's input gradient is needed only if a conv (the only stage op with weights) comes
     # before it; the others' backward passes are skipped (measured: ~10% of a step of a child
     # with a conv). The child is not differentiable in its input images (NAS never needs it).
@@ -491,14 +488,13 @@ def sequential_plan(space: SequentialSpace, conv_impl: str, arch: jax.Array, nar
     for s in range(space.num_stages):
         op, k, co, ci = stage[s, :, 0], stage[s, :, 1], stage[s, :, 2], slot_cin[s]
         idx = index(op, k, ci, co)
-        gidx = jnp.where(upstream[s] | (op == CONV), idx, len(branches))
         pairs = _block_pairs(space, ci, co) if conv_impl == "blocked" and not narrow else None
         # Canonical stages hold their live slots first, and the slots with no weights upstream
         # are a prefix of the network: the forward pass runs slots [0, hi) and the backward pass
         # [lo, hi) of each stage, the others being exact identities for it.
         hi = jnp.sum(op != 0).astype(jnp.int32)
-        lo = jnp.sum(gidx == len(branches)).astype(jnp.int32)
-        stages.append((idx, gidx, op, ci, k, co, pairs, lo, hi))
+        lo = jnp.sum(~(upstream[s] | (op == CONV))).astype(jnp.int32)
+        stages.append((idx, op, ci, k, co, pairs, lo, hi))
     widths = jnp.asarray(space.fc_widths, jnp.int32)
     return {
         "stages": stages,

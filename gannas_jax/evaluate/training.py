@@ -218,11 +218,11 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
     n_train, n_val = data["n_train"], data["n_val"]
     x, y = data["x"], data["y"]
     n_eval = x.shape[0] - n_train
-    codes, arch = arch, child.plan(arch)  # decoded once, not at every step (see Child.plan)
+    plan = child.plan(arch)  # decoded once, not at every step (see Child.plan)
 
     def init_state(tx):
         if variables is None:
-            return parallel.init_state(child, tx, key, codes)
+            return parallel.init_state(child, tx, key, arch)
         return parallel.ChildState(variables["params"], variables["batch_stats"], tx.init(variables["params"]))
 
     if child.train_mode_is_inference:
@@ -230,7 +230,7 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
         state = init_state(tx)
 
         def body(st, idx):
-            st, loss, logits = parallel.train_step(child, tx, st, arch, x[idx], y[idx], return_logits=True)
+            st, loss, logits = parallel.train_step(child, tx, st, plan, x[idx], y[idx], return_logits=True)
             return st, (loss, jnp.argmax(logits, axis=-1) == y[idx])
 
         _, (losses, hits) = lax.scan(body, state, jnp.concatenate([data["idx"], data["eval_idx"]]))
@@ -240,11 +240,11 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
         state = init_state(tx)
 
         def body(st, idx):
-            return parallel.train_step(child, tx, st, arch, x[idx], y[idx])
+            return parallel.train_step(child, tx, st, plan, x[idx], y[idx])
 
         state, losses = lax.scan(body, state, data["idx"])
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        hits = correct(child, variables, arch, x[n_train:], y[n_train:], cfg.eval_batch_size)
+        hits = correct(child, variables, plan, x[n_train:], y[n_train:], cfg.eval_batch_size)
     return {
         "val": 100.0 * jnp.mean(hits[:n_val]),
         "test": 100.0 * jnp.mean(hits[n_val:]),
