@@ -1,5 +1,6 @@
 """TrainingEvaluator: one compile for any batch, vmap == map, caching, learning (items 2, 3)."""
 
+import gc
 import json
 
 import jax
@@ -154,3 +155,25 @@ def test_config_validation():
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="input"):
         TrainingEvaluator(SequentialSpace(input_shape=(28, 28, 1)), "digits")
+
+
+def test_gc_paused_restores_the_collector_state():
+    # The evaluator pauses Python's collector while it traces and compiles; it must give it back
+    # as it found it, also when compiling raises.
+    from gannas_jax.evaluate.training import _gc_paused
+
+    assert gc.isenabled()
+    with _gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError, match="boom"):
+        with _gc_paused():
+            raise RuntimeError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
