@@ -15,10 +15,11 @@ weights, so it runs several times faster than the max-size child. The evaluator 
 members evenly over the devices.
 
 Where the time goes on a 2-core CPU (default ``SequentialSpace``, P=16, the default recipe;
-``scripts/bench_torch.py child``): about 0.7-1.2 s tracing, 3.9-5.0 s XLA compilation (at LLVM
+``scripts/bench_torch.py child``): about 0.6-0.9 s tracing and lowering (with Python's garbage
+collector paused, see :func:`_gc_paused`), 3.6-5.0 s XLA compilation (at LLVM
 -O1, see ``CPU_COMPILER_OPTIONS``; ~540 kernels, ~250 distinct after XLA's deduplication, on ~1.6
 cores; a profile of the compile: code generation per distinct kernel, LLVM ~35% and MLIR fusion
-emitters ~19% of its CPU time, HLO passes ~12%) and 2.8-3.9 s running on the two XLA CPU devices
+emitters ~19% of its CPU time, HLO passes ~12%) and 2.6-3.9 s running on the two XLA CPU devices
 that ``gannas_jax.use_cpu_cores()`` creates, as the scripts do, against 6.1-8.5 s for PyTorch
 eager at exact sizes on one thread; over six such batches (one compile) 37-45 s against 49-67 s.
 The children's exact forward cost is only 0.06 MFLOP per image, so both sides are
