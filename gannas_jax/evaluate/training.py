@@ -21,7 +21,7 @@ collector paused, see :func:`_gc_paused`), 3.6-5.0 s XLA compilation (at LLVM
 cores; a profile of the compile: code generation per distinct kernel, LLVM ~35% and MLIR fusion
 emitters ~19% of its CPU time, HLO passes ~12%) and 2.6-3.9 s running on the two XLA CPU devices
 that ``gannas_jax.use_cpu_cores()`` creates, as the scripts do, against 6.1-8.5 s for PyTorch
-eager at exact sizes on one thread; over six such batches (one compile) 37-45 s against 49-67 s.
+eager at exact sizes on one thread; over six such batches (one compile) 33-45 s against 46-67 s.
 The children's exact forward cost is only 0.06 MFLOP per image, so both sides are
 overhead-bound. On the JAX side the running time is the members with a conv (about 2 ms per step
 on one device whatever the convs' sizes; a conv-less member on the narrow variant takes 0.17
