@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import chex
 import jax
 import numpy as np
 import optax
@@ -130,3 +131,37 @@ def test_use_cpu_cores_rejects_bad_counts(monkeypatch):
         gj.use_cpu_cores()
     with pytest.raises(ValueError, match=">= 1"):
         gj.use_cpu_cores(0)
+
+
+@pytest.mark.parametrize("rule", ["adam", "sgd"])
+def test_slot_sparse_matches_the_dense_rule(rule):
+    """SlotSparse updates only the conv slots of the stacked stage kernels, and gives the dense
+    rule's params and moments: the dead slots' gradients and moments are exactly zero."""
+    space = SequentialSpace(num_stages=2, slots_per_stage=3, kernel_sizes=(1, 3), channels=(2, 4),
+                            num_fc=1, fc_widths=(8,))
+    child = make_child(space, (8, 8, 1), 10, conv_impl="blocked")
+    assert child.slot_leaves == ("stage0_kernel", "stage1_kernel")
+    lr = optax.linear_schedule(0.05, 0.01, 4)  # a schedule: the counts must advance as the dense rule's
+    inner = optax.adam(lr) if rule == "adam" else optax.sgd(lr, momentum=0.9)
+    sparse, dense = parallel.SlotSparse(inner, child.slot_leaves), optax.flatten(inner)
+    # stage 0: a conv in the middle slot; stage 1: convs in the first and last slots
+    arch = np.asarray(space.from_string("[relu conv3x3-4 max_pool] [conv1x1-2 tanh conv3x3-4] [fc8-relu]"))
+    plan = child.plan(arch)
+    slots, n = plan["live_slots"]["stage1_kernel"]
+    assert int(n) == 2 and sorted(np.asarray(slots)[:2].tolist()) == [0, 2]
+    x = jax.random.normal(jax.random.key(0), (4, 6, 8, 8, 1))
+    y = jax.random.randint(jax.random.key(1), (4, 6), 0, 10)
+    init = child.init(jax.random.key(2), arch)
+    out = {}
+    for name, tx in (("sparse", sparse), ("dense", dense)):
+        state = parallel.ChildState(init["params"], init["batch_stats"], tx.init(init["params"]))
+        out[name] = jax.jit(lambda s, tx=tx: parallel.fit(child, tx, s, plan, x, y))(state)
+    (s_state, s_loss), (d_state, d_loss) = out["sparse"], out["dense"]
+    chex.assert_trees_all_close(s_loss, d_loss, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(s_state.params, d_state.params, rtol=1e-5, atol=1e-6)
+    for k in child.slot_leaves:  # dead slots untouched, live ones trained
+        stage = int(k[5])
+        ops = np.asarray(space.split(arch)[0])[stage, :, 0]
+        for slot, op in enumerate(ops):
+            moved = np.any(np.asarray(s_state.params[k][slot]) != np.asarray(init["params"][k][slot]))
+            assert moved == (op == 1), (k, slot, op)

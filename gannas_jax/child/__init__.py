@@ -104,6 +104,23 @@ class Child:
             return sequential_plan(self.space, self.conv_impl, arch, self.narrow, self.assume_canonical)
         return arch
 
+    @property
+    def slot_leaves(self) -> tuple[str, ...]:
+        """Params stacked on a leading slot axis whose dead slots never get a gradient (sequential
+        max-size child: the stage kernels), for :class:`~gannas_jax.parallel.SlotSparse`."""
+        if isinstance(self.space, SequentialSpace) and not self.narrow:
+            return tuple(f"stage{s}_kernel" for s in range(self.space.num_stages))
+        return ()
+
+    def live_slots(self, plan: Any) -> dict[str, tuple[jax.Array, jax.Array]]:
+        """``{leaf: (slots int32[L], n)}`` of :attr:`slot_leaves` from a :meth:`plan`: the first
+        ``n`` of ``slots`` are the live ones (traceable)."""
+        if not self.slot_leaves:
+            return {}
+        if not isinstance(plan, dict):
+            plan = self.plan(plan)
+        return plan["live_slots"]
+
     def init(self, key: jax.Array, arch: jax.Array) -> dict[str, Any]:
         """Variables ``{'params', 'batch_stats'}`` of one child (traceable in ``arch``)."""
         if isinstance(self.space, SequentialSpace):

@@ -478,7 +478,9 @@ def sequential_plan(space: SequentialSpace, conv_impl: str, arch: jax.Array, nar
 
     Returns:
       ``{'stages': [per stage (idx, op, ci, k, co, pairs, lo, hi)], 'head_op': int[F],
-      'head_live': bool[F, Wm], 'n_fc': int}`` (see :func:`_stage_scan` for the stage fields).
+      'head_live': bool[F, Wm], 'n_fc': int, 'live_slots': {'stage{s}_kernel': (slots, n)}}``
+      (see :func:`_stage_scan` for the stage fields; ``live_slots``: the slots that have a conv,
+      first, and how many, for :class:`~gannas_jax.parallel.SlotSparse`).
     """
     g = geometry(space)
     arch = jnp.asarray(arch, jnp.int32)
@@ -504,11 +506,18 @@ def sequential_plan(space: SequentialSpace, conv_impl: str, arch: jax.Array, nar
         lo = jnp.sum(~(upstream[s] | (op == CONV))).astype(jnp.int32)
         stages.append((idx, op, ci, k, co, pairs, lo, hi))
     widths = jnp.asarray(space.fc_widths, jnp.int32)
+    # The slots whose stacked kernel can get a gradient (convs), first, and their count: the
+    # optimizer updates only those (see gannas_jax.parallel.SlotSparse).
+    live = {} if narrow else {
+        f"stage{s}_kernel": (jnp.argsort(jnp.where(stage[s, :, 0] == CONV, 0, 1), stable=True).astype(jnp.int32),
+                             jnp.sum(stage[s, :, 0] == CONV).astype(jnp.int32))
+        for s in range(space.num_stages)}
     return {
         "stages": stages,
         "head_op": head[:, 0],
         "head_live": jnp.arange(g["wm"]).reshape(1, -1) < widths[head[:, 1]].reshape(-1, 1),
         "n_fc": jnp.sum(head[:, 0] != 0),
+        "live_slots": live,
     }
 
 

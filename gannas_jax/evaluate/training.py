@@ -147,13 +147,20 @@ class TrainConfig:
         return "kernel"
 
 
-def make_optimizer(cfg: TrainConfig, freeze_after: int | None = None) -> optax.GradientTransformation:
+def make_optimizer(cfg: TrainConfig, freeze_after: int | None = None,
+                   slot_leaves: tuple[str, ...] = ()) -> optax.GradientTransformation | parallel.SlotSparse:
     """The optax optimizer of a recipe.
 
     Args:
       cfg: the recipe.
       freeze_after: if given, the learning rate is exactly 0 from that update on, so later steps
         leave the params unchanged (the evaluator's scoring steps, see :func:`train_member`).
+      slot_leaves: the child's :attr:`~gannas_jax.child.Child.slot_leaves`: with any, the rule
+        is wrapped in :class:`~gannas_jax.parallel.SlotSparse`, which updates those only at their
+        live slots. Measured on the default digits program (in-process A/B, two compiles of each,
+        each run twice on two batches of 16): running time 2.53-2.76 s against 2.83-3.03 s on one
+        batch, 4.41-4.61 s against 4.67-4.86 s on the other, the same accuracies, compile time
+        unchanged within noise (3.73-3.82 s against 3.59-3.85 s).
     """
     lr = optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps) if cfg.schedule == "cosine" else cfg.learning_rate
     if freeze_after is not None:
@@ -165,9 +172,10 @@ def make_optimizer(cfg: TrainConfig, freeze_after: int | None = None) -> optax.G
     # compiled once per parameter shape, which was ~10% of the XLA compile time of the default
     # digits training program (in-process A/B, 4 pairs: median 4.43 s against 4.89 s). The same
     # update rule; results move only by float rounding (XLA fuses the arithmetic differently).
-    if cfg.optimizer == "adam":
-        return optax.flatten(optax.adam(lr))
-    return optax.flatten(optax.sgd(lr, momentum=cfg.momentum))
+    rule = optax.adam(lr) if cfg.optimizer == "adam" else optax.sgd(lr, momentum=cfg.momentum)
+    if slot_leaves:
+        return parallel.SlotSparse(rule, tuple(slot_leaves))
+    return optax.flatten(rule)
 
 
 def correct(child: Child, variables: dict, arch: jax.Array, x: jax.Array, y: jax.Array,
@@ -229,7 +237,7 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
         return parallel.ChildState(variables["params"], variables["batch_stats"], tx.init(variables["params"]))
 
     if child.train_mode_is_inference:
-        tx = make_optimizer(cfg, freeze_after=cfg.steps)
+        tx = make_optimizer(cfg, freeze_after=cfg.steps, slot_leaves=child.slot_leaves)
         state = init_state(tx)
 
         def body(st, idx):
@@ -239,7 +247,7 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
         _, (losses, hits) = lax.scan(body, state, jnp.concatenate([data["idx"], data["eval_idx"]]))
         losses, hits = losses[:cfg.steps], hits[cfg.steps:].reshape(-1)[:n_eval]
     else:
-        tx = make_optimizer(cfg)
+        tx = make_optimizer(cfg, slot_leaves=child.slot_leaves)
         state = init_state(tx)
 
         def body(st, idx):
