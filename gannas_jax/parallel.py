@@ -163,8 +163,11 @@ class SlotSparse(NamedTuple):
         for k, p in slot_p.items():
             g, old = slot_g[k], state[1][k]
             stacked = jax.tree.map(lambda a: a.ndim == p.ndim and a.shape == p.shape, old)
+            # The loop closes over the state's small leaves (the counts) only, not the stacked
+            # moments, whose buffers it updates in place.
+            small = jax.tree.map(lambda is_s, a: jnp.zeros((), a.dtype) if is_s else a, stacked, old)
 
-            def body(j, carry, g=g, old=old, stacked=stacked):
+            def body(j, carry, g=g, old=small, stacked=stacked):
                 p, st = carry
                 s = live[k][0][j]
 
