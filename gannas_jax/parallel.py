@@ -167,7 +167,7 @@ class SlotSparse(NamedTuple):
             # moments, whose buffers it updates in place.
             small = jax.tree.map(lambda is_s, a: jnp.zeros((), a.dtype) if is_s else a, stacked, old)
 
-            def body(j, carry, g=g, old=small, stacked=stacked):
+            def body(j, carry, g=g, counts=small, stacked=stacked):
                 p, st = carry
                 s = live[k][0][j]
 
@@ -175,7 +175,7 @@ class SlotSparse(NamedTuple):
                     return lax.dynamic_index_in_dim(a, s, keepdims=False)
 
                 # this slot's moments; the counts as they were before this step
-                st_in = jax.tree.map(lambda is_s, o, c: at(c) if is_s else o, stacked, old, st)
+                st_in = jax.tree.map(lambda is_s, o, c: at(c) if is_s else o, stacked, counts, st)
                 u, st_out = self.tx.update(at(g), st_in, at(p))
                 p = lax.dynamic_update_index_in_dim(p, optax.apply_updates(at(p), u), s, 0)
                 st = jax.tree.map(lambda is_s, c, n: lax.dynamic_update_index_in_dim(c, n, s, 0) if is_s else n,

@@ -136,7 +136,7 @@ def test_use_cpu_cores_rejects_bad_counts(monkeypatch):
 @pytest.mark.parametrize("rule", ["adam", "sgd"])
 def test_slot_sparse_matches_the_dense_rule(rule):
     """SlotSparse updates only the conv slots of the stacked stage kernels, and gives the dense
-    rule's params and moments: the dead slots' gradients and moments are exactly zero."""
+    rule's losses and params: the dead slots' gradients and moments are exactly zero."""
     space = SequentialSpace(num_stages=2, slots_per_stage=3, kernel_sizes=(1, 3), channels=(2, 4),
                             num_fc=1, fc_widths=(8,))
     child = make_child(space, (8, 8, 1), 10, conv_impl="blocked")
@@ -159,8 +159,7 @@ def test_slot_sparse_matches_the_dense_rule(rule):
     (s_state, s_loss), (d_state, d_loss) = out["sparse"], out["dense"]
     chex.assert_trees_all_close(s_loss, d_loss, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(s_state.params, d_state.params, rtol=1e-5, atol=1e-6)
-    for k in child.slot_leaves:  # dead slots untouched, live ones trained
-        stage = int(k[5])
+    for stage, k in enumerate(child.slot_leaves):  # dead slots untouched, live ones trained
         ops = np.asarray(space.split(arch)[0])[stage, :, 0]
         for slot, op in enumerate(ops):
             moved = np.any(np.asarray(s_state.params[k][slot]) != np.asarray(init["params"][k][slot]))

@@ -508,9 +508,9 @@ def sequential_plan(space: SequentialSpace, conv_impl: str, arch: jax.Array, nar
     widths = jnp.asarray(space.fc_widths, jnp.int32)
     # The slots whose stacked kernel can get a gradient (convs), first, and their count: the
     # optimizer updates only those (see gannas_jax.parallel.SlotSparse).
+    conv = stage[..., 0] == CONV
     live = {} if narrow else {
-        f"stage{s}_kernel": (jnp.argsort(jnp.where(stage[s, :, 0] == CONV, 0, 1), stable=True).astype(jnp.int32),
-                             jnp.sum(stage[s, :, 0] == CONV).astype(jnp.int32))
+        f"stage{s}_kernel": (jnp.argsort(~conv[s], stable=True).astype(jnp.int32), jnp.sum(conv[s]).astype(jnp.int32))
         for s in range(space.num_stages)}
     return {
         "stages": stages,

@@ -28,8 +28,8 @@ on one device whatever the convs' sizes; a conv-less member on the narrow varian
 ms): the 512-row head's matmuls, the zero-filled buffers and stacking of per-slot activations
 and gradients in the stage loops, Adam over the 89k parameters outside the stage kernels (those
 are updated at their conv slots only: :class:`~gannas_jax.parallel.SlotSparse`), and memory
-traffic on 32-channel padded activations. Compilation is dominated by the per-slot op switches (forward
-and backward of each stage, for each variant). The two devices need both cores: with another
+traffic on 32-channel padded activations. Compilation is dominated by the per-slot op switches
+(forward and backward of each stage, for each variant). The two devices need both cores: with another
 busy process on the machine the JAX side slows down about 2x, the one-thread PyTorch side hardly
 at all.
 """
