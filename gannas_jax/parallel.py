@@ -119,6 +119,14 @@ class ChildState:
     opt_state: Any
 
 
+def _after(a: jax.Array) -> jax.Array:
+    """An exact 0.0 that XLA computes from ``a``, so that whatever adds it runs after ``a`` is
+    written (XLA:CPU drops optimization barriers before fusion; this dependency stays). Exactly 0
+    whatever ``a`` holds, NaN and infinities included."""
+    z = a.reshape(-1)[0] * 0.0
+    return jnp.where(jnp.isnan(z), 0.0, z)
+
+
 class SlotSparse(NamedTuple):
     """An optax rule for max-size params that updates slot-stacked weights at their live slots only.
 
@@ -178,6 +186,14 @@ class SlotSparse(NamedTuple):
                 st_in = jax.tree.map(lambda is_s, o, c: at(c) if is_s else o, stacked, counts, st)
                 u, st_out = self.tx.update(at(g), st_in, at(p))
                 p = lax.dynamic_update_index_in_dim(p, optax.apply_updates(at(p), u), s, 0)
+                # The new moments wait for the new params (an exact +0 read from them): XLA then
+                # writes all three in place. Otherwise the params' update, fused with the moments'
+                # arithmetic, reads the old moments after their in-place write, and XLA copied
+                # both stacked moment arrays twice per live slot (measured on two stacked [3, 7,
+                # 7, 32, 32] leaves with 3 live slots: 14 copies of that shape per step and 325 us
+                # per step, against none and 96 us).
+                z = _after(p)
+                st_out = jax.tree.map(lambda is_s, n: n + z.astype(n.dtype) if is_s else n, stacked, st_out)
                 st = jax.tree.map(lambda is_s, c, n: lax.dynamic_update_index_in_dim(c, n, s, 0) if is_s else n,
                                   stacked, st, st_out)
                 return p, st

@@ -207,14 +207,17 @@ def test_narrow_child_matches_max_size_child_on_convless_archs(seq_archs, x_seq)
     assert both._cache_size() == 1
 
 
-@pytest.mark.parametrize("kk,ci,co,bi,bo,n_in,n_out", [(3, 8, 8, 2, 4, 3, 1), (5, 8, 12, 4, 4, 1, 3),
-                                                        (1, 4, 4, 1, 1, 4, 4)])
-def test_conv_blocks_matches_conv_on_live_channels(kk, ci, co, bi, bo, n_in, n_out):
-    """The block loop equals one convolution on the live channels, in value and both gradients."""
+@pytest.mark.parametrize("kk,ci,co,bi,bo,n_in,n_out,hw", [(3, 8, 8, 2, 4, 3, 1, 6), (5, 8, 12, 4, 4, 1, 3, 6),
+                                                           (1, 4, 4, 1, 1, 4, 4, 6), (7, 8, 8, 4, 4, 2, 1, 4),
+                                                           (5, 4, 8, 2, 4, 1, 2, (3, 4))])
+def test_conv_blocks_matches_conv_on_live_channels(kk, ci, co, bi, bo, n_in, n_out, hw):
+    """The block loop equals one convolution on the live channels, in value and both gradients.
+    On maps smaller than the kernel (the last two cases) each block is a dense matmul."""
     live_in, live_out = n_in * bi, n_out * bo
-    x = jax.random.normal(jax.random.key(0), (2, 6, 6, ci)).at[..., live_in:].set(0.0)
+    h, w_ = (hw, hw) if isinstance(hw, int) else hw
+    x = jax.random.normal(jax.random.key(0), (2, h, w_, ci)).at[..., live_in:].set(0.0)
     w = jax.random.normal(jax.random.key(1), (kk, kk, ci, co))
-    g = jax.random.normal(jax.random.key(2), (2, 6, 6, co))
+    g = jax.random.normal(jax.random.key(2), (2, h, w_, co))
 
     def ref(x, w):
         y = ops.conv_same_nobias(x[..., :live_in], w[:, :, :live_in, :live_out])
