@@ -3,6 +3,7 @@
 import gc
 import json
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -177,3 +178,30 @@ def test_gc_paused_restores_the_collector_state():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_scoring_plan_keeps_logits_and_params(ds):
+    """A scoring step (learning rate 0) on the plan without stage backward passes gives the
+    training plan's logits and loss, and leaves every param where it was."""
+    from gannas_jax import parallel
+    from gannas_jax.child import make_child
+    from gannas_jax.evaluate.training import make_optimizer
+
+    child = make_child(SPACE, ds.input_shape, ds.num_classes, conv_impl="blocked")
+    tx = make_optimizer(TINY, freeze_after=0, slot_leaves=child.slot_leaves)
+    x, y = jax.numpy.asarray(ds.x_train[:8]), jax.numpy.asarray(ds.y_train[:8])
+    stage = np.asarray([[[1, 1, 1], [2, 0, 0]], [[1, 0, 1], [4, 0, 0]]])  # a conv in each stage
+    arch = jax.numpy.asarray(np.concatenate([stage.reshape(-1), [1, 0]]), jax.numpy.int32)
+    assert SPACE.to_string(arch).count("conv") == 2
+    state = parallel.init_state(child, tx, jax.random.key(0), arch)
+    plan = child.plan(arch)
+    step = jax.jit(lambda st, p: parallel.train_step(child, tx, st, p, x, y, return_logits=True))
+    _, loss, logits = step(state, plan)
+    for scoring in (False, True):
+        new, loss_s, logits_s = step(state, child.scoring_plan(plan, jax.numpy.asarray(scoring)))
+        np.testing.assert_allclose(logits_s, logits, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(loss_s, loss, rtol=1e-6)
+        chex.assert_trees_all_equal(new.params, state.params)
+    skipped = child.scoring_plan(plan, jax.numpy.asarray(True))
+    assert all(int(lo) == int(hi) for *_, lo, hi in skipped["stages"])
+    assert all(int(n) == 0 for _, n in skipped["live_slots"].values())

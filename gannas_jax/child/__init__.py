@@ -104,6 +104,20 @@ class Child:
             return sequential_plan(self.space, self.conv_impl, arch, self.narrow, self.assume_canonical)
         return arch
 
+    def scoring_plan(self, plan: Any, scoring: jax.Array) -> Any:
+        """``plan`` for a step whose update is thrown away when ``scoring`` (a traced bool), as
+        in the evaluator's scoring steps, which score batches with the learning rate at 0: the
+        sequential child's stage loops then skip their backward passes and
+        :class:`~gannas_jax.parallel.SlotSparse` updates no slot. The logits are unchanged, and
+        so are the params (a zero learning rate moves none); the other params' gradients are not
+        exact. Other plans are returned as they are."""
+        if not isinstance(self.space, SequentialSpace) or not isinstance(plan, dict):
+            return plan
+        where = jax.numpy.where
+        stages = [st[:-2] + (where(scoring, st[-1], st[-2]), st[-1]) for st in plan["stages"]]
+        live = {k: (slots, where(scoring, 0, n)) for k, (slots, n) in plan["live_slots"].items()}
+        return {**plan, "stages": stages, "live_slots": live}
+
     @property
     def slot_leaves(self) -> tuple[str, ...]:
         """Params stacked on a leading slot axis whose dead slots never get a gradient (sequential

@@ -241,11 +241,14 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
         tx = make_optimizer(cfg, freeze_after=cfg.steps, slot_leaves=child.slot_leaves)
         state = init_state(tx)
 
-        def body(st, idx):
-            st, loss, logits = parallel.train_step(child, tx, st, plan, x[idx], y[idx], return_logits=True)
+        def body(st, step):
+            idx, scoring = step
+            st, loss, logits = parallel.train_step(child, tx, st, child.scoring_plan(plan, scoring), x[idx], y[idx],
+                                                   return_logits=True)
             return st, (loss, jnp.argmax(logits, axis=-1) == y[idx])
 
-        _, (losses, hits) = lax.scan(body, state, jnp.concatenate([data["idx"], data["eval_idx"]]))
+        idx = jnp.concatenate([data["idx"], data["eval_idx"]])
+        _, (losses, hits) = lax.scan(body, state, (idx, jnp.arange(idx.shape[0]) >= cfg.steps))
         losses, hits = losses[:cfg.steps], hits[cfg.steps:].reshape(-1)[:n_eval]
     else:
         tx = make_optimizer(cfg, slot_leaves=child.slot_leaves)
