@@ -15,17 +15,19 @@ weights, so it runs several times faster than the max-size child. The evaluator 
 members evenly over the devices.
 
 Where the time goes on a 2-core CPU (default ``SequentialSpace``, P=16, the default recipe;
-``scripts/bench_torch.py child``, each repeat in a fresh process): 0.9-1.3 s tracing and lowering
-(with Python's garbage collector paused, see :func:`_gc_paused`), 3.8-5.0 s XLA compilation (at
+``scripts/bench_torch.py child``, each repeat in a fresh process): 0.8-1.3 s tracing and lowering
+(with Python's garbage collector paused, see :func:`_gc_paused`), 3.5-5.3 s XLA compilation (at
 LLVM -O1, see ``CPU_COMPILER_OPTIONS``; ~470 fusions, on ~1.6 cores; a profile of the compile:
 code generation per distinct kernel, LLVM ~35% and MLIR fusion emitters ~19% of its CPU time, HLO
-passes ~12%) and 2.3-3.0 s running on the two XLA CPU devices that ``gannas_jax.use_cpu_cores()``
-creates, as the scripts do, against 7.9-9.2 s for PyTorch eager at exact sizes on one thread in a
-fresh process (6.1-7.9 s warm); over six such batches (one compile) 25 s against 46-48 s.
+passes ~12%) and 2.2-3.3 s running on the two XLA CPU devices that ``gannas_jax.use_cpu_cores()``
+creates, as the scripts do, against 7.1-9.2 s for PyTorch eager at exact sizes on one thread in a
+fresh process (6.0-8.6 s warm): parity (median ratio 1.03 over 25 repeats in four runs); over six
+such batches (one compile) 25 s against 46-48 s.
 The children's exact forward cost is only 0.06 MFLOP per image, so both sides are
 overhead-bound. On the JAX side the running time is the members with a conv (about 1.1-1.5 ms per step
 on one device with light convs; a conv-less member on the narrow variant takes 0.17
-ms): the 512-row head's matmuls, the zero-filled buffers and stacking of per-slot activations
+ms): the 512-row head's matmuls (its first layer about a fifth of the step of a member with one
+conv), the zero-filled buffers and stacking of per-slot activations
 and gradients in the stage loops, Adam over the 89k parameters outside the stage kernels (those
 are updated at their conv slots only: :class:`~gannas_jax.parallel.SlotSparse`), and memory
 traffic on 32-channel padded activations. Convs on the second stage's 4x4 maps are matmuls
