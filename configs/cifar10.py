@@ -11,7 +11,18 @@ from gannas_jax.search.factory import training_config
 
 def get_config():
     return training_config(
-        dataset="cifar10", budget=256, population=32,
-        space=dict(input_shape=(32, 32, 3), num_classes=10, num_stages=3, slots_per_stage=4,
-                   kernel_sizes=(3, 5, 7), channels=(32, 64, 128), num_fc=1, fc_widths=(128, 256, 512)),
-        train=dict(steps=5000, batch_size=128, learning_rate=1e-3, schedule="cosine"))
+        dataset="cifar10",
+        budget=256,
+        population=32,
+        space=dict(
+            input_shape=(32, 32, 3),
+            num_classes=10,
+            num_stages=3,
+            slots_per_stage=4,
+            kernel_sizes=(3, 5, 7),
+            channels=(32, 64, 128),
+            num_fc=1,
+            fc_widths=(128, 256, 512),
+        ),
+        train=dict(steps=5000, batch_size=128, learning_rate=1e-3, schedule="cosine"),
+    )

@@ -36,5 +36,7 @@ def get_config():
 
     c.random = ml_collections.ConfigDict({"batch_size": 10})
     # Real et al. (2019) settings as used on NAS-Bench-201 by Dong & Yang (2020).
-    c.evolution = ml_collections.ConfigDict({"batch_size": 1, "population_size": 20, "tournament_size": 5})
+    c.evolution = ml_collections.ConfigDict(
+        {"batch_size": 1, "population_size": 20, "tournament_size": 5}
+    )
     return c

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -64,10 +64,22 @@ def _normalize(name, splits, num_classes) -> Dataset:
 
     def norm(x):
         c = x.shape[-1]
-        return ((x.astype(np.float32) - mean.reshape(1, 1, 1, c)) / std.reshape(1, 1, 1, c)).astype(np.float32)
+        return ((x.astype(np.float32) - mean.reshape(1, 1, 1, c)) / std.reshape(1, 1, 1, c)).astype(
+            np.float32
+        )
 
-    return Dataset(name, norm(xtr), ytr.astype(np.int32), norm(xva), yva.astype(np.int32),
-                   norm(xte), yte.astype(np.int32), int(num_classes), mean, std)
+    return Dataset(
+        name,
+        norm(xtr),
+        ytr.astype(np.int32),
+        norm(xva),
+        yva.astype(np.int32),
+        norm(xte),
+        yte.astype(np.int32),
+        int(num_classes),
+        mean,
+        std,
+    )
 
 
 def digits(seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2) -> Dataset:
@@ -91,8 +103,8 @@ def digits(seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2)
         idx = rng.permutation(np.flatnonzero(y == c))
         n_val, n_test = int(round(len(idx) * val_fraction)), int(round(len(idx) * test_fraction))
         parts[1].append(idx[:n_val])
-        parts[2].append(idx[n_val:n_val + n_test])
-        parts[0].append(idx[n_val + n_test:])
+        parts[2].append(idx[n_val : n_val + n_test])
+        parts[0].append(idx[n_val + n_test :])
     # A second seeded shuffle so that the classes are interleaved within each split.
     splits = []
     for p in parts:
@@ -102,12 +114,14 @@ def digits(seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2)
 
 
 def _unavailable_message(name: str, data_dir: str | None, err: BaseException) -> str:
-    where = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+    where = (
+        data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+    )
     return (
         f"Dataset '{name}' is not available offline: tensorflow-datasets found no prepared copy in "
         f"{where} (the folder comes from the data_dir argument, else $TFDS_DATA_DIR, else "
         f"~/tensorflow_datasets), and downloading is off. To get it, on a machine with internet "
-        f"access run `python -c \"import tensorflow_datasets as tfds; "
+        f'access run `python -c "import tensorflow_datasets as tfds; '
         f"tfds.data_source('{name}', download=True)\"`, copy the resulting '{name}' folder into "
         f"that directory (or point TFDS_DATA_DIR at it), or load with download=True here. "
         f"The embedded 'digits' dataset needs no download. (tfds said: "
@@ -123,8 +137,9 @@ def _read_all(src, n: int) -> list:
         return [src[i] for i in range(n)]
 
 
-def tfds_dataset(name: str, data_dir: str | None = None, val_size: int = 5000,
-                 download: bool = False) -> Dataset:
+def tfds_dataset(
+    name: str, data_dir: str | None = None, val_size: int = 5000, download: bool = False
+) -> Dataset:
     """mnist, fashion_mnist or cifar10 through ``tfds.data_source`` (no TensorFlow needed).
 
     Args:
@@ -142,15 +157,21 @@ def tfds_dataset(name: str, data_dir: str | None = None, val_size: int = 5000,
     import tensorflow_datasets as tfds  # lazy: heavy, and only needed here
 
     try:
-        sources = tfds.data_source(name, split=["train", "test"], data_dir=data_dir, download=download)
+        sources = tfds.data_source(
+            name, split=["train", "test"], data_dir=data_dir, download=download
+        )
         arrays = []
         for src in sources:
             n = len(src)
             if n == 0:
                 raise ValueError("empty split")
             ex = _read_all(src, n)
-            arrays.append((np.stack([np.asarray(e["image"]) for e in ex]),
-                           np.asarray([int(e["label"]) for e in ex], np.int32)))
+            arrays.append(
+                (
+                    np.stack([np.asarray(e["image"]) for e in ex]),
+                    np.asarray([int(e["label"]) for e in ex], np.int32),
+                )
+            )
     except Exception as err:  # tfds raises several types for "not prepared"; one clear message
         raise DatasetUnavailableError(_unavailable_message(name, data_dir, err)) from None
     (xtr, ytr), (xte, yte) = arrays
@@ -177,16 +198,23 @@ def batch_indices(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
     batches. Deterministic in ``seed``; the JAX evaluator and the PyTorch baseline both use it.
     """
     if n <= 0 or batch_size <= 0 or steps < 0:
-        raise ValueError(f"batch_indices: need n, batch_size > 0 and steps >= 0, got {n}, {batch_size}, {steps}")
+        raise ValueError(
+            f"batch_indices: need n, batch_size > 0 and steps >= 0, got {n}, {batch_size}, {steps}"
+        )
     rng = np.random.default_rng(seed)
     need = steps * batch_size
     epochs = -(-need // n) if need else 0
-    order = np.concatenate([rng.permutation(n) for _ in range(epochs)]) if epochs else np.zeros(0, np.int64)
+    order = (
+        np.concatenate([rng.permutation(n) for _ in range(epochs)])
+        if epochs
+        else np.zeros(0, np.int64)
+    )
     return order[:need].reshape(steps, batch_size).astype(np.int32)
 
 
-def batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
-            steps: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, steps: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Seeded batch iterator over ``(x, y)`` in the order of :func:`batch_indices`.
 
     Runs ``steps`` batches, or forever (one epoch of indices at a time) when ``steps`` is None.

@@ -97,8 +97,13 @@ def _decode_masked(key, logits, space: Space, mode: str, temperature):
     return Decoded(space.canonicalize(raw), raw, onehot)
 
 
-def decode_one(key: jax.Array, logits: jax.Array, space: Space, mode: str = "gumbel_max",
-               temperature: float | jax.Array = 1.0) -> Decoded:
+def decode_one(
+    key: jax.Array,
+    logits: jax.Array,
+    space: Space,
+    mode: str = "gumbel_max",
+    temperature: float | jax.Array = 1.0,
+) -> Decoded:
     """Decodes one architecture.
 
     Args:
@@ -115,8 +120,13 @@ def decode_one(key: jax.Array, logits: jax.Array, space: Space, mode: str = "gum
     return _decode_masked(key, mask_logits(space, logits), space, mode, temperature)
 
 
-def decode(key: jax.Array, logits: jax.Array, space: Space, mode: str = "gumbel_max",
-           temperature: float | jax.Array = 1.0) -> Decoded:
+def decode(
+    key: jax.Array,
+    logits: jax.Array,
+    space: Space,
+    mode: str = "gumbel_max",
+    temperature: float | jax.Array = 1.0,
+) -> Decoded:
     """Decodes a batch of architectures: :func:`decode_one` vmapped over the batch.
 
     Row ``i`` uses ``jax.random.split(key, n)[i]``, so it equals ``decode_one`` on that key.
@@ -139,4 +149,6 @@ def decode(key: jax.Array, logits: jax.Array, space: Space, mode: str = "gumbel_
             f"got {tuple(logits.shape)}"
         )
     keys = jax.random.split(key, logits.shape[0])
-    return jax.vmap(decode_one, in_axes=(0, 0, None, None, None))(keys, logits, space, mode, temperature)
+    return jax.vmap(decode_one, in_axes=(0, 0, None, None, None))(
+        keys, logits, space, mode, temperature
+    )

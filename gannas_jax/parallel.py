@@ -20,7 +20,8 @@ scripts call it at start.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -61,7 +62,9 @@ def use_cpu_cores(num_devices: int | None = None) -> int:
                 num_devices = min(os.cpu_count() or 1, 8)
     if num_devices < 1:
         raise ValueError(f"use_cpu_cores: num_devices must be >= 1, got {num_devices}")
-    if num_devices == 1 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    if num_devices == 1 or "xla_force_host_platform_device_count" in os.environ.get(
+        "XLA_FLAGS", ""
+    ):
         return jax.config.jax_num_cpu_devices
     if jax.config.jax_num_cpu_devices != -1:
         return jax.config.jax_num_cpu_devices
@@ -91,7 +94,9 @@ def use_compilation_cache(path: str | None = None) -> str | None:
     if path is None:
         path = os.environ.get("GANNAS_XLA_CACHE")
         if path is None:
-            base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+            base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+                os.path.expanduser("~"), ".cache"
+            )
             path = os.path.join(base, "gannas_jax", "xla")
     if not path:
         return None
@@ -152,8 +157,10 @@ class SlotSparse(NamedTuple):
 
     def split(self, tree: dict) -> tuple[dict, dict]:
         """``(the other params, the slot-stacked ones)`` of a params-shaped dict."""
-        return ({k: v for k, v in tree.items() if k not in self.leaves},
-                {k: v for k, v in tree.items() if k in self.leaves})
+        return (
+            {k: v for k, v in tree.items() if k not in self.leaves},
+            {k: v for k, v in tree.items() if k in self.leaves},
+        )
 
     def init(self, params: dict) -> tuple:
         rest, slotted = self.split(params)
@@ -173,7 +180,9 @@ class SlotSparse(NamedTuple):
             stacked = jax.tree.map(lambda a: a.ndim == p.ndim and a.shape == p.shape, old)
             # The loop closes over the state's small leaves (the counts) only, not the stacked
             # moments, whose buffers it updates in place.
-            small = jax.tree.map(lambda is_s, a: jnp.zeros((), a.dtype) if is_s else a, stacked, old)
+            small = jax.tree.map(
+                lambda is_s, a: jnp.zeros((), a.dtype) if is_s else a, stacked, old
+            )
 
             def body(j, carry, g=g, counts=small, stacked=stacked):
                 p, st = carry
@@ -193,24 +202,39 @@ class SlotSparse(NamedTuple):
                 # 7, 32, 32] leaves with 3 live slots: 14 copies of that shape per step and 325 us
                 # per step, against none and 96 us).
                 z = _after(p)
-                st_out = jax.tree.map(lambda is_s, n: n + z.astype(n.dtype) if is_s else n, stacked, st_out)
-                st = jax.tree.map(lambda is_s, c, n: lax.dynamic_update_index_in_dim(c, n, s, 0) if is_s else n,
-                                  stacked, st, st_out)
+                st_out = jax.tree.map(
+                    lambda is_s, n: n + z.astype(n.dtype) if is_s else n, stacked, st_out
+                )
+                st = jax.tree.map(
+                    lambda is_s, c, n: lax.dynamic_update_index_in_dim(c, n, s, 0) if is_s else n,
+                    stacked,
+                    st,
+                    st_out,
+                )
                 return p, st
 
             new[k], slot_state[k] = lax.fori_loop(0, live[k][1], body, (p, old))
         return new, (rest_state, slot_state)
 
 
-def init_state(child, tx: optax.GradientTransformation, key: jax.Array, arch: jax.Array) -> ChildState:
+def init_state(
+    child, tx: optax.GradientTransformation, key: jax.Array, arch: jax.Array
+) -> ChildState:
     """Fresh :class:`ChildState` of one child (traceable in ``key`` and ``arch``)."""
     v = child.init(key, arch)
     return ChildState(v["params"], v["batch_stats"], tx.init(v["params"]))
 
 
-def train_step(child, tx: optax.GradientTransformation, state: ChildState, arch: jax.Array,
-               x: jax.Array, y: jax.Array, axis_name: str | None = None,
-               return_logits: bool = False) -> tuple[ChildState, jax.Array]:
+def train_step(
+    child,
+    tx: optax.GradientTransformation,
+    state: ChildState,
+    arch: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
+    axis_name: str | None = None,
+    return_logits: bool = False,
+) -> tuple[ChildState, jax.Array]:
     """One optimizer step of one child on its (per-device) batch.
 
     Args:
@@ -229,7 +253,9 @@ def train_step(child, tx: optax.GradientTransformation, state: ChildState, arch:
     """
 
     def loss_fn(params):
-        logits, stats = child.apply({"params": params, "batch_stats": state.batch_stats}, arch, x, train=True)
+        logits, stats = child.apply(
+            {"params": params, "batch_stats": state.batch_stats}, arch, x, train=True
+        )
         loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
         return loss, (stats, logits)
 
@@ -247,8 +273,15 @@ def train_step(child, tx: optax.GradientTransformation, state: ChildState, arch:
     return ChildState(params, stats, opt_state), loss
 
 
-def fit(child, tx, state: ChildState, arch: jax.Array, x: jax.Array, y: jax.Array,
-        axis_name: str | None = None) -> tuple[ChildState, jax.Array]:
+def fit(
+    child,
+    tx,
+    state: ChildState,
+    arch: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
+    axis_name: str | None = None,
+) -> tuple[ChildState, jax.Array]:
     """``lax.scan`` of :func:`train_step` over pre-batched data ``x [steps, b, ...]``, ``y [steps, b]``.
 
     Returns:
@@ -261,8 +294,17 @@ def fit(child, tx, state: ChildState, arch: jax.Array, x: jax.Array, y: jax.Arra
     return lax.scan(body, state, (x, y))
 
 
-def fit_data_parallel(child, tx, state: ChildState, arch: jax.Array, x: jax.Array, y: jax.Array, *,
-                      runner: str = "shard_map", devices: list | None = None) -> tuple[ChildState, jax.Array]:
+def fit_data_parallel(
+    child,
+    tx,
+    state: ChildState,
+    arch: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    runner: str = "shard_map",
+    devices: list | None = None,
+) -> tuple[ChildState, jax.Array]:
     """Trains one child with its global batch split over devices.
 
     Args:
@@ -290,8 +332,13 @@ def fit_data_parallel(child, tx, state: ChildState, arch: jax.Array, x: jax.Arra
         mesh = jax.make_mesh((n,), (DATA_AXIS,), devices=devices)
         specs = (P(), P(), P(None, DATA_AXIS), P(None, DATA_AXIS))
         # check_vma=False: gradients are averaged explicitly by the pmean in train_step.
-        f = jax.shard_map(per_device, mesh=mesh, in_specs=specs, out_specs=(P(), P()), check_vma=False)
-        args = [jax.device_put(a, NamedSharding(mesh, spec)) for a, spec in zip((state, arch, x, y), specs)]
+        f = jax.shard_map(
+            per_device, mesh=mesh, in_specs=specs, out_specs=(P(), P()), check_vma=False
+        )
+        args = [
+            jax.device_put(a, NamedSharding(mesh, spec))
+            for a, spec in zip((state, arch, x, y), specs)
+        ]
         return jax.jit(f)(*args)
     steps, b = x.shape[:2]
 
@@ -303,7 +350,9 @@ def fit_data_parallel(child, tx, state: ChildState, arch: jax.Array, x: jax.Arra
     return jax.tree.map(lambda a: a[0], out_state), losses[0]
 
 
-def population_parallel(fn: Callable, n_devices: int | None = None, devices: list | None = None) -> Callable:
+def population_parallel(
+    fn: Callable, n_devices: int | None = None, devices: list | None = None
+) -> Callable:
     """Spreads a population function over devices along the leading axis of every argument.
 
     ``fn(*args)`` maps arrays with a leading population axis ``P`` to outputs with the same leading
@@ -323,7 +372,9 @@ def population_parallel(fn: Callable, n_devices: int | None = None, devices: lis
     if n_devices is not None:
         devices = devices[:n_devices]
     mesh = jax.make_mesh((len(devices),), (POP_AXIS,), devices=devices)
-    sharded = jax.shard_map(fn, mesh=mesh, in_specs=P(POP_AXIS), out_specs=P(POP_AXIS), check_vma=False)
+    sharded = jax.shard_map(
+        fn, mesh=mesh, in_specs=P(POP_AXIS), out_specs=P(POP_AXIS), check_vma=False
+    )
     sharding = NamedSharding(mesh, P(POP_AXIS))
 
     def run(*args):
@@ -337,5 +388,18 @@ def num_devices() -> int:
     return jax.local_device_count()
 
 
-__all__ = ["use_cpu_cores", "use_compilation_cache", "ChildState", "SlotSparse", "init_state", "train_step", "fit",
-           "fit_data_parallel", "population_parallel", "DATA_AXIS", "POP_AXIS", "RUNNERS", "num_devices"]
+__all__ = [
+    "use_cpu_cores",
+    "use_compilation_cache",
+    "ChildState",
+    "SlotSparse",
+    "init_state",
+    "train_step",
+    "fit",
+    "fit_data_parallel",
+    "population_parallel",
+    "DATA_AXIS",
+    "POP_AXIS",
+    "RUNNERS",
+    "num_devices",
+]

@@ -32,14 +32,23 @@ from gannas_jax.spaces import NB201Space  # noqa: E402
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", default="cifar10", help="comma list of cifar10, cifar100, ImageNet16-120")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--datasets", default="cifar10", help="comma list of cifar10, cifar100, ImageNet16-120"
+    )
     p.add_argument("--algorithms", default=",".join(ALGORITHMS))
     p.add_argument("--seeds", type=int, default=30)
     p.add_argument("--budgets", default="50,100,150,300")
     p.add_argument("--benchmark-dir", default=None, help="default: $GANNAS_NB201_DIR")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. ganas.top_k=10")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. ganas.top_k=10",
+    )
     p.add_argument("--out", default=None, help="output path prefix (writes .md, .json, .png)")
     return p.parse_args(argv)
 
@@ -80,7 +89,10 @@ def main(argv=None) -> int:
                 node = node[p]
             node[last] = v
         except (KeyError, AttributeError, TypeError, ValueError) as err:
-            print(f"bench_nb201.py: error: --set {item}: {' '.join(str(err).split())}", file=sys.stderr)
+            print(
+                f"bench_nb201.py: error: --set {item}: {' '.join(str(err).split())}",
+                file=sys.stderr,
+            )
             return 2
 
     rows, curves, opt = [], {}, {}
@@ -98,25 +110,42 @@ def main(argv=None) -> int:
             curves[(ds, algo)] = c
             for b in budgets:
                 v, t = c["val"][:, b - 1], c["test"][:, b - 1]
-                rows.append({"dataset": ds, "algorithm": algo, "budget": b,
-                             "val_mean": v.mean(), "val_std": v.std(), "test_mean": t.mean(),
-                             "test_std": t.std(), "regret": (table.best_valid - v).mean(),
-                             "hit_rate": float(np.mean(v >= table.best_valid - 1e-9)),
-                             "seconds": secs})
+                rows.append(
+                    {
+                        "dataset": ds,
+                        "algorithm": algo,
+                        "budget": b,
+                        "val_mean": v.mean(),
+                        "val_std": v.std(),
+                        "test_mean": t.mean(),
+                        "test_std": t.std(),
+                        "regret": (table.best_valid - v).mean(),
+                        "hit_rate": float(np.mean(v >= table.best_valid - 1e-9)),
+                        "seconds": secs,
+                    }
+                )
     bar.close()
     total = time.perf_counter() - t_start
 
-    lines = [f"NAS-Bench-201, {args.seeds} seeds; best validation accuracy (%) found within the budget, "
-             "the test accuracy of that architecture, mean regret to the best validation accuracy in the "
-             "table, and the share of seeds that found that optimum.", "",
-             "| dataset | algorithm | budget | best val (mean ± std) | its test (mean ± std) | regret | hit rate |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"NAS-Bench-201, {args.seeds} seeds; best validation accuracy (%) found within the budget, "
+        "the test accuracy of that architecture, mean regret to the best validation accuracy in the "
+        "table, and the share of seeds that found that optimum.",
+        "",
+        "| dataset | algorithm | budget | best val (mean ± std) | its test (mean ± std) | regret | hit rate |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['algorithm']} | {r['budget']} | {r['val_mean']:.2f} ± {r['val_std']:.2f} "
-                     f"| {r['test_mean']:.2f} ± {r['test_std']:.2f} | {r['regret']:.3f} | {r['hit_rate']:.0%} |")
+        lines.append(
+            f"| {r['dataset']} | {r['algorithm']} | {r['budget']} | {r['val_mean']:.2f} ± {r['val_std']:.2f} "
+            f"| {r['test_mean']:.2f} ± {r['test_std']:.2f} | {r['regret']:.3f} | {r['hit_rate']:.0%} |"
+        )
     lines.append("")
-    lines.append("Optimum (best validation accuracy): " + ", ".join(f"{d} {v:.2f}" for d, v in opt.items())
-                 + f". Total wall time {total:.0f} s.")
+    lines.append(
+        "Optimum (best validation accuracy): "
+        + ", ".join(f"{d} {v:.2f}" for d, v in opt.items())
+        + f". Total wall time {total:.0f} s."
+    )
     table_md = "\n".join(lines)
     print(table_md)
 
@@ -124,13 +153,25 @@ def main(argv=None) -> int:
         out = pathlib.Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".md").write_text(table_md + "\n")
-        out.with_suffix(".json").write_text(json.dumps({
-            "seeds": args.seeds, "budgets": budgets, "overrides": args.set, "seconds": total,
-            "rows": rows,
-            "curves": {f"{d}/{a}": {k: v.tolist() for k, v in c.items()} for (d, a), c in curves.items()},
-        }))
+        out.with_suffix(".json").write_text(
+            json.dumps(
+                {
+                    "seeds": args.seeds,
+                    "budgets": budgets,
+                    "overrides": args.set,
+                    "seconds": total,
+                    "rows": rows,
+                    "curves": {
+                        f"{d}/{a}": {k: v.tolist() for k, v in c.items()}
+                        for (d, a), c in curves.items()
+                    },
+                }
+            )
+        )
         plot(curves, opt, datasets, algorithms, out.with_suffix(".png"))
-        print(f"wrote {out.with_suffix('.md')}, {out.with_suffix('.json')}, {out.with_suffix('.png')}")
+        print(
+            f"wrote {out.with_suffix('.md')}, {out.with_suffix('.json')}, {out.with_suffix('.png')}"
+        )
     return 0
 
 
@@ -140,7 +181,9 @@ def plot(curves, opt, datasets, algorithms, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(5 * len(datasets), 3.8), dpi=120, squeeze=False
+    )
     for ax, ds in zip(axes[0], datasets):
         for algo in algorithms:
             regret = opt[ds] - curves[(ds, algo)]["val"]

@@ -42,22 +42,43 @@ import time
 def _parse(argv):
     p = argparse.ArgumentParser(prog="bench_torch.py child", description=__doc__.split("\n\n")[0])
     p.add_argument("--population", type=int, default=16, help="P, architectures per side")
-    p.add_argument("--repeats", type=int, default=3, help="repeats per side, each in a fresh process (medians reported)")
-    p.add_argument("--chunks", type=int, default=1,
-                   help="train chunks x P architectures (a search's successive batches): JAX compiles once "
-                        "for all chunks; the default, 1, is the acceptance benchmark")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="repeats per side, each in a fresh process (medians reported)",
+    )
+    p.add_argument(
+        "--chunks",
+        type=int,
+        default=1,
+        help="train chunks x P architectures (a search's successive batches): JAX compiles once "
+        "for all chunks; the default, 1, is the acceptance benchmark",
+    )
     p.add_argument("--seed", type=int, default=0, help="architecture sample and init seed")
     p.add_argument("--steps", type=int, default=None, help="override TrainConfig.steps")
     p.add_argument("--batch-size", type=int, default=None, help="override TrainConfig.batch_size")
-    p.add_argument("--learning-rate", type=float, default=None, help="override TrainConfig.learning_rate")
-    p.add_argument("--strategy", default=None, help="override TrainConfig.strategy (auto, map, vmap)")
+    p.add_argument(
+        "--learning-rate", type=float, default=None, help="override TrainConfig.learning_rate"
+    )
+    p.add_argument(
+        "--strategy", default=None, help="override TrainConfig.strategy (auto, map, vmap)"
+    )
     p.add_argument("--conv-impl", default=None, help="override TrainConfig.conv_impl")
-    p.add_argument("--jax-devices", type=int, default=None,
-                   help="XLA CPU devices for population parallelism; default: one per core "
-                        "(gannas_jax.use_cpu_cores, as scripts/search.py does)")
-    p.add_argument("--torch-threads", type=int, default=1,
-                   help="torch intra-op threads; 1 is fastest for these tiny models, and on a shared "
-                        "machine 2 threads stall on each other (measured 7x slower at load 5)")
+    p.add_argument(
+        "--jax-devices",
+        type=int,
+        default=None,
+        help="XLA CPU devices for population parallelism; default: one per core "
+        "(gannas_jax.use_cpu_cores, as scripts/search.py does)",
+    )
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads; 1 is fastest for these tiny models, and on a shared "
+        "machine 2 threads stall on each other (measured 7x slower at load 5)",
+    )
     p.add_argument("--skip-torch", action="store_true", help="JAX side only")
     p.add_argument("--out", default=None, help="write JSON results here")
     p.add_argument("--worker", choices=("jax", "torch"), default=None, help=argparse.SUPPRESS)
@@ -81,13 +102,18 @@ def _torch_model(torch, space, arch, static_params):
             if layer["type"] == "conv":
                 conv = nn.Conv2d(c, layer["channels"], layer["kernel"], padding="same")
                 sp = static_params[f"conv{s}_{l}"]
-                conv.weight.data = torch.from_numpy(np.ascontiguousarray(np.transpose(sp["kernel"], (3, 2, 0, 1))))
+                conv.weight.data = torch.from_numpy(
+                    np.ascontiguousarray(np.transpose(sp["kernel"], (3, 2, 0, 1)))
+                )
                 conv.bias.data = torch.from_numpy(np.asarray(sp["bias"]).copy())
                 layers.append(conv)
                 c = layer["channels"]
             elif layer["type"] == "pool":
-                layers.append(nn.MaxPool2d(3, 1, 1) if layer["kind"] == "max"
-                              else nn.AvgPool2d(3, 1, 1, count_include_pad=True))
+                layers.append(
+                    nn.MaxPool2d(3, 1, 1)
+                    if layer["kind"] == "max"
+                    else nn.AvgPool2d(3, 1, 1, count_include_pad=True)
+                )
             else:
                 layers.append(acts[layer["fn"]]())
 
@@ -101,7 +127,9 @@ def _torch_model(torch, space, arch, static_params):
     units = [layer["units"] for layer in spec["head"]] + [spec["num_classes"]]
     for i, (name, u) in enumerate(zip(names, units)):
         dense = nn.Linear(d, u)
-        dense.weight.data = torch.from_numpy(np.ascontiguousarray(np.asarray(static_params[name]["kernel"]).T))
+        dense.weight.data = torch.from_numpy(
+            np.ascontiguousarray(np.asarray(static_params[name]["kernel"]).T)
+        )
         dense.bias.data = torch.from_numpy(np.asarray(static_params[name]["bias"]).copy())
         layers.append(dense)
         if i < len(spec["head"]):
@@ -150,13 +178,23 @@ def _setup(args):
     from gannas_jax.data import digits
     from gannas_jax.evaluate.training import TrainConfig
 
-    overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size,
-                                   "learning_rate": args.learning_rate, "strategy": args.strategy,
-                                   "conv_impl": args.conv_impl}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "strategy": args.strategy,
+            "conv_impl": args.conv_impl,
+        }.items()
+        if v is not None
+    }
     cfg = dataclasses.replace(TrainConfig(), population=args.population, **overrides)
     space = SequentialSpace()
     k_arch, k_init = jax.random.split(jax.random.key(args.seed))
-    archs = np.asarray(space.canonicalize(np.asarray(space.sample(k_arch, args.population * args.chunks))))
+    archs = np.asarray(
+        space.canonicalize(np.asarray(space.sample(k_arch, args.population * args.chunks)))
+    )
     return cfg, space, digits(), archs, k_init
 
 
@@ -169,19 +207,31 @@ def _jax_worker(args) -> dict:
     cfg, space, ds, archs, k_init = _setup(args)
     ev = TrainingEvaluator(space, ds, cfg)
     t0 = time.perf_counter()
-    outs = [ev.train(archs[c:c + args.population], k_init) for c in range(0, len(archs), args.population)]
+    outs = [
+        ev.train(archs[c : c + args.population], k_init)
+        for c in range(0, len(archs), args.population)
+    ]
     total = time.perf_counter() - t0
     import jax
 
-    return {"seconds": total, "compile_s": ev.compile_breakdown.get("compile_s", float("nan")),
-            "trace_lower_s": ev.compile_breakdown.get("lower_s", float("nan")),
-            "execute_s": ev.run_seconds, "compiles": ev.compile_count,
-            "val": np.concatenate([o["val"] for o in outs]).tolist(),
-            "test": np.concatenate([o["test"] for o in outs]).tolist(),
-            "strategy": cfg.resolved_strategy(), "conv_impl": cfg.resolved_conv_impl(space),
-            "jax_devices": jax.local_device_count(), "backend": jax.default_backend(),
-            "archs": [space.to_string(a) for a in archs], "steps": cfg.steps, "batch_size": cfg.batch_size,
-            "optimizer": cfg.optimizer, "learning_rate": cfg.learning_rate}
+    return {
+        "seconds": total,
+        "compile_s": ev.compile_breakdown.get("compile_s", float("nan")),
+        "trace_lower_s": ev.compile_breakdown.get("lower_s", float("nan")),
+        "execute_s": ev.run_seconds,
+        "compiles": ev.compile_count,
+        "val": np.concatenate([o["val"] for o in outs]).tolist(),
+        "test": np.concatenate([o["test"] for o in outs]).tolist(),
+        "strategy": cfg.resolved_strategy(),
+        "conv_impl": cfg.resolved_conv_impl(space),
+        "jax_devices": jax.local_device_count(),
+        "backend": jax.default_backend(),
+        "archs": [space.to_string(a) for a in archs],
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "optimizer": cfg.optimizer,
+        "learning_rate": cfg.learning_rate,
+    }
 
 
 def _torch_worker(args) -> dict:
@@ -198,15 +248,23 @@ def _torch_worker(args) -> dict:
     keys = probe._keys(k_init, archs)
     child = probe.child
     init = jax.jit(jax.vmap(lambda k, a: child.init(k, a)["params"]))(keys, archs)
-    statics = [extract_static_sequential(space, a, jax.tree.map(lambda t, i=i: np.asarray(t[i]), init))
-               for i, a in enumerate(archs)]
+    statics = [
+        extract_static_sequential(space, a, jax.tree.map(lambda t, i=i: np.asarray(t[i]), init))
+        for i, a in enumerate(archs)
+    ]
     import torch  # bench extra; imported only here
 
     torch.set_num_threads(args.torch_threads)
     cold, vals, tests = _run_torch(torch, space, archs, statics, ds, probe.batch_idx, cfg)
     warm, _, _ = _run_torch(torch, space, archs, statics, ds, probe.batch_idx, cfg)
-    return {"seconds": cold, "warm_seconds": warm, "val": vals, "test": tests,
-            "threads": torch.get_num_threads(), "version": torch.__version__}
+    return {
+        "seconds": cold,
+        "warm_seconds": warm,
+        "val": vals,
+        "test": tests,
+        "threads": torch.get_num_threads(),
+        "version": torch.__version__,
+    }
 
 
 def _spawn(side: str, argv: list[str]) -> dict:
@@ -214,12 +272,17 @@ def _spawn(side: str, argv: list[str]) -> dict:
     import subprocess
 
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch.py")
-    proc = subprocess.run([sys.executable, script, "child", *argv, "--worker", side],
-                          stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        [sys.executable, script, "child", *argv, "--worker", side],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
-        raise SystemExit(f"the {side} worker failed (exit code {proc.returncode}); its messages are above")
-    return json.loads(lines[-1][len("RESULT "):])
+        raise SystemExit(
+            f"the {side} worker failed (exit code {proc.returncode}); its messages are above"
+        )
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main(argv: list[str]) -> int:
@@ -263,53 +326,100 @@ def main(argv: list[str]) -> int:
     P, first = args.population, runs["jax"][0]
     n_archs = P * args.chunks
     result = {
-        "population": P, "chunks": args.chunks, "architectures": n_archs, "protocol": "fresh process per side and repeat",
-        **{k: first[k] for k in ("steps", "batch_size", "optimizer", "learning_rate", "strategy", "conv_impl",
-                                 "jax_devices", "backend", "archs")},
-        "repeats": args.repeats, "load_avg_1min": load, "runs": runs,
+        "population": P,
+        "chunks": args.chunks,
+        "architectures": n_archs,
+        "protocol": "fresh process per side and repeat",
+        **{
+            k: first[k]
+            for k in (
+                "steps",
+                "batch_size",
+                "optimizer",
+                "learning_rate",
+                "strategy",
+                "conv_impl",
+                "jax_devices",
+                "backend",
+                "archs",
+            )
+        },
+        "repeats": args.repeats,
+        "load_avg_1min": load,
+        "runs": runs,
     }
     rows = []
     j_s = med("jax", "seconds")
-    result["jax"] = {"seconds": j_s, "archs_per_min": 60 * n_archs / j_s, "compile_s": med("jax", "compile_s"),
-                     "trace_lower_s": med("jax", "trace_lower_s"), "execute_s": med("jax", "execute_s"),
-                     "mean_val": float(np.mean(first["val"])), "mean_test": float(np.mean(first["test"]))}
+    result["jax"] = {
+        "seconds": j_s,
+        "archs_per_min": 60 * n_archs / j_s,
+        "compile_s": med("jax", "compile_s"),
+        "trace_lower_s": med("jax", "trace_lower_s"),
+        "execute_s": med("jax", "execute_s"),
+        "mean_val": float(np.mean(first["val"])),
+        "mean_test": float(np.mean(first["test"])),
+    }
     rows.append(("JAX TrainingEvaluator", result["jax"]))
     if runs["torch"]:
         t0 = runs["torch"][0]
-        for key, field, name in (("torch", "seconds", "first pass in its process"),
-                                 ("torch_warm", "warm_seconds", "second pass, warm")):
+        for key, field, name in (
+            ("torch", "seconds", "first pass in its process"),
+            ("torch_warm", "warm_seconds", "second pass, warm"),
+        ):
             t_s = med("torch", field)
-            result[key] = {"seconds": t_s, "archs_per_min": 60 * n_archs / t_s,
-                           "mean_val": float(np.mean(t0["val"])), "mean_test": float(np.mean(t0["test"])),
-                           "threads": t0["threads"]}
+            result[key] = {
+                "seconds": t_s,
+                "archs_per_min": 60 * n_archs / t_s,
+                "mean_val": float(np.mean(t0["val"])),
+                "mean_test": float(np.mean(t0["test"])),
+                "threads": t0["threads"],
+            }
             rows.append((f"PyTorch {t0['version']} eager, {name}", result[key]))
         result["ratio"] = result["jax"]["archs_per_min"] / result["torch"]["archs_per_min"]
-        result["ratio_vs_warm"] = result["jax"]["archs_per_min"] / result["torch_warm"]["archs_per_min"]
-        result["paired_ratios"] = [t["seconds"] / j["seconds"] for j, t in zip(runs["jax"], runs["torch"])]
-        result["paired_ratios_vs_warm"] = [t["warm_seconds"] / j["seconds"] for j, t in zip(runs["jax"], runs["torch"])]
+        result["ratio_vs_warm"] = (
+            result["jax"]["archs_per_min"] / result["torch_warm"]["archs_per_min"]
+        )
+        result["paired_ratios"] = [
+            t["seconds"] / j["seconds"] for j, t in zip(runs["jax"], runs["torch"])
+        ]
+        result["paired_ratios_vs_warm"] = [
+            t["warm_seconds"] / j["seconds"] for j, t in zip(runs["jax"], runs["torch"])
+        ]
         result["mean_val_gap"] = result["jax"]["mean_val"] - result["torch"]["mean_val"]
 
     what = f"P={P}" if args.chunks == 1 else f"{args.chunks} chunks of P={P} ({n_archs})"
-    print(f"\nChild training, {what} random SequentialSpace archs on digits, {result['steps']} steps x batch "
-          f"{result['batch_size']}, Adam lr {result['learning_rate']}; {result['backend']} backend, "
-          f"{result['jax_devices']} XLA device(s); each side in a fresh process per repeat, medians of "
-          f"{args.repeats} repeats; 1-min load average {min(load):.1f}-{max(load):.1f}\n")
+    print(
+        f"\nChild training, {what} random SequentialSpace archs on digits, {result['steps']} steps x batch "
+        f"{result['batch_size']}, Adam lr {result['learning_rate']}; {result['backend']} backend, "
+        f"{result['jax_devices']} XLA device(s); each side in a fresh process per repeat, medians of "
+        f"{args.repeats} repeats; 1-min load average {min(load):.1f}-{max(load):.1f}\n"
+    )
     print("| side | archs/min | total s | compile s | mean val acc % | mean test acc % |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in rows:
         comp = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"
-        print(f"| {name} | {r['archs_per_min']:.1f} | {r['seconds']:.1f} | {comp} | {r['mean_val']:.2f} | "
-              f"{r['mean_test']:.2f} |")
+        print(
+            f"| {name} | {r['archs_per_min']:.1f} | {r['seconds']:.1f} | {comp} | {r['mean_val']:.2f} | "
+            f"{r['mean_test']:.2f} |"
+        )
     if "ratio" in result:
-        bar = "(>= 1.0 required, 2.0 target)" if args.chunks == 1 else "(the acceptance bar is for --chunks 1)"
+        bar = (
+            "(>= 1.0 required, 2.0 target)"
+            if args.chunks == 1
+            else "(the acceptance bar is for --chunks 1)"
+        )
         pr = ", ".join(f"{x:.2f}" for x in result["paired_ratios"])
-        print(f"\nJAX/PyTorch archs/min ratio: {result['ratio']:.2f} {bar}; paired by repeat: {pr}; "
-              f"mean val gap {result['mean_val_gap']:+.2f} points")
+        print(
+            f"\nJAX/PyTorch archs/min ratio: {result['ratio']:.2f} {bar}; paired by repeat: {pr}; "
+            f"mean val gap {result['mean_val_gap']:+.2f} points"
+        )
         print(f"Against PyTorch's warm second pass: {result['ratio_vs_warm']:.2f}")
     jx = result["jax"]
-    print(f"JAX time breakdown (median): trace+lower {jx['trace_lower_s']:.1f}s, XLA compile "
-          f"{jx['compile_s']:.1f}s, execute {jx['execute_s']:.1f}s "
-          f"({1e3 * jx['execute_s'] / (n_archs * result['steps']):.2f} ms per child-step)")
+    print(
+        f"JAX time breakdown (median): trace+lower {jx['trace_lower_s']:.1f}s, XLA compile "
+        f"{jx['compile_s']:.1f}s, execute {jx['execute_s']:.1f}s "
+        f"({1e3 * jx['execute_s'] / (n_archs * result['steps']):.2f} ms per child-step)"
+    )
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

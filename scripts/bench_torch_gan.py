@@ -49,6 +49,7 @@ def _make_space(name):
 
 # --- PyTorch: the original loop -------------------------------------------------------------------
 
+
 class TorchGan:
     """The original PyTorch GAN loop, ported faithfully (sizes as in the module docstring)."""
 
@@ -59,9 +60,12 @@ class TorchGan:
         torch.manual_seed(seed)
         self.torch = torch
         out = real_onehot.shape[1]
-        self.generator = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, out), nn.Sigmoid())
-        self.discriminator = nn.Sequential(nn.Linear(out, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1),
-                                           nn.Sigmoid())
+        self.generator = nn.Sequential(
+            nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, out), nn.Sigmoid()
+        )
+        self.discriminator = nn.Sequential(
+            nn.Linear(out, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1), nn.Sigmoid()
+        )
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
         self.criterion = nn.BCELoss()
@@ -76,8 +80,9 @@ class TorchGan:
         fake = self.generator(torch.randn(b, self.z_dim))
         # Discriminator: real -> 1, detached fake -> 0.
         self.opt_d.zero_grad()
-        d_loss = (self.criterion(self.discriminator(real), self.ones)
-                  + self.criterion(self.discriminator(fake.detach()), self.zeros))
+        d_loss = self.criterion(self.discriminator(real), self.ones) + self.criterion(
+            self.discriminator(fake.detach()), self.zeros
+        )
         d_loss.backward()
         self.opt_d.step()
         # Generator: fool the updated discriminator.
@@ -95,6 +100,7 @@ class TorchGan:
 
 # --- JAX -------------------------------------------------------------------------------------------
 
+
 class JaxGan:
     """``fit_gan`` with the benchmark's sizes."""
 
@@ -105,10 +111,19 @@ class JaxGan:
 
         self.jax = jax
         # The original's algorithm: plain MLPs (no spectral norm), no entropy bonus.
-        self.config = GanConfig(z_dim=100, g_hidden=(256,), d_hidden=(256,), batch_size=64,
-                                g_learning_rate=2e-4, d_learning_rate=2e-4, n_critic=1,
-                                d_spectral_norm=False, entropy_weight=0.0,
-                                loss="nonsaturating", generator_mode="straight_through")
+        self.config = GanConfig(
+            z_dim=100,
+            g_hidden=(256,),
+            d_hidden=(256,),
+            batch_size=64,
+            g_learning_rate=2e-4,
+            d_learning_rate=2e-4,
+            n_critic=1,
+            d_spectral_norm=False,
+            entropy_weight=0.0,
+            loss="nonsaturating",
+            generator_mode="straight_through",
+        )
         self.state = init_gan(jax.random.key(seed), space, self.config)
         self.real = real_archs
         self.calls = 0
@@ -169,15 +184,20 @@ def bench_space(name, args, log):
     # PyTorch runs with its default thread count and with one thread: on a loaded 2-core machine
     # its OpenMP barriers can make the default far slower, so the baseline is whichever is faster.
     default_threads = torch.get_num_threads()
-    thread_counts = sorted({default_threads, 1}, reverse=True) if args.threads == 0 else [args.threads]
+    thread_counts = (
+        sorted({default_threads, 1}, reverse=True) if args.threads == 0 else [args.threads]
+    )
 
     def run_torch(gan, threads):
         def go(num_steps):
             torch.set_num_threads(threads)
             gan.run(num_steps)
+
         return go
 
-    sides = [("jax", jax_gan.run)] + [(f"torch_{t}t", run_torch(torch_gan, t)) for t in thread_counts]
+    sides = [("jax", jax_gan.run)] + [
+        (f"torch_{t}t", run_torch(torch_gan, t)) for t in thread_counts
+    ]
     if torch_dense is not None:
         sides += [(f"torchdense_{t}t", run_torch(torch_dense, t)) for t in thread_counts]
     walls = {side: [] for side, _ in sides}
@@ -190,8 +210,11 @@ def bench_space(name, args, log):
             wall, cpu = _timed(fn, args.steps)
             walls[side].append(wall)
             cpus[side].append(cpu)
-        log(f"  {name} repeat {r}: " + ", ".join(
-            f"{side} {args.steps / walls[side][-1]:8.1f} steps/s" for side, _ in sides) + f", load {loads[-1]:.2f}")
+        log(
+            f"  {name} repeat {r}: "
+            + ", ".join(f"{side} {args.steps / walls[side][-1]:8.1f} steps/s" for side, _ in sides)
+            + f", load {loads[-1]:.2f}"
+        )
     torch.set_num_threads(default_threads)
     sps = {side: args.steps / statistics.median(w) for side, w in walls.items()}
     torch_sides = [side for side, _ in sides if side.startswith("torch_")]
@@ -210,7 +233,9 @@ def bench_space(name, args, log):
         "ratio": sps["jax"] / sps[best_torch],
         "dense_onehot_size": int(dense.shape[1]),
         "torch_dense_steps_per_s": max((sps[side] for side in dense_sides), default=None),
-        "ratio_vs_dense": sps["jax"] / max(sps[side] for side in dense_sides) if dense_sides else None,
+        "ratio_vs_dense": sps["jax"] / max(sps[side] for side in dense_sides)
+        if dense_sides
+        else None,
         "paired_ratio_median": statistics.median(paired),
         "jax_compile_s": max(first_call - statistics.median(walls["jax"]), 0.0),
         "jax_first_call_s": first_call,
@@ -234,10 +259,15 @@ def markdown(results):
         lines.append(
             f"| {r['space']} | {r['onehot_size']} | {r['jax_steps_per_s']:.0f} | {r['torch_steps_per_s']:.0f} "
             f"({r['torch_baseline'].split('_')[1]}) | "
-            + ", ".join(f"{k.split('_')[1]}: {v:.0f}" for k, v in r["torch_steps_per_s_by_threads"].items())
+            + ", ".join(
+                f"{k.split('_')[1]}: {v:.0f}" for k, v in r["torch_steps_per_s_by_threads"].items()
+            )
             + f" | {r['ratio']:.2f} | {r['paired_ratio_median']:.2f} | "
-            + (f"{r['dense_onehot_size']}: {r['torch_dense_steps_per_s']:.0f} ({r['ratio_vs_dense']:.2f})"
-               if r["torch_dense_steps_per_s"] else "-")
+            + (
+                f"{r['dense_onehot_size']}: {r['torch_dense_steps_per_s']:.0f} ({r['ratio_vs_dense']:.2f})"
+                if r["torch_dense_steps_per_s"]
+                else "-"
+            )
             + f" | {r['jax_compile_s']:.1f} | "
             f"{r['jax_gflops']:.1f} | {min(r['loadavg_1min']):.1f}-{max(r['loadavg_1min']):.1f} |"
         )
@@ -246,13 +276,21 @@ def markdown(results):
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench_torch.py gan", description=__doc__.split("\n")[0])
-    parser.add_argument("--spaces", default=",".join(SPACES), help=f"comma-separated, from {SPACES}")
+    parser.add_argument(
+        "--spaces", default=",".join(SPACES), help=f"comma-separated, from {SPACES}"
+    )
     parser.add_argument("--steps", type=int, default=1000, help="steps per timed call")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved timed repeats per side")
-    parser.add_argument("--warmup-steps", type=int, default=200, help="untimed PyTorch warm-up steps")
+    parser.add_argument(
+        "--warmup-steps", type=int, default=200, help="untimed PyTorch warm-up steps"
+    )
     parser.add_argument("--num-real", type=int, default=64, help="size of the real set")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="PyTorch threads (0: time both its default and 1 thread; the faster is the baseline)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="PyTorch threads (0: time both its default and 1 thread; the faster is the baseline)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -273,15 +311,24 @@ def main(argv: list[str]) -> int:
     results = [bench_space(s, args, log) for s in spaces]
     print(markdown(results))
     print()
-    print(f"Medians of {args.repeats} interleaved repeats of {args.steps} steps; JAX compile excluded. "
-          f"{os.cpu_count()} CPUs; PyTorch baseline = the faster of its thread counts; load average after "
-          f"{tuple(round(x, 2) for x in os.getloadavg())}. GFLOP/s counts the dense MLP multiply-adds only.")
+    print(
+        f"Medians of {args.repeats} interleaved repeats of {args.steps} steps; JAX compile excluded. "
+        f"{os.cpu_count()} CPUs; PyTorch baseline = the faster of its thread counts; load average after "
+        f"{tuple(round(x, 2) for x in os.getloadavg())}. GFLOP/s counts the dense MLP multiply-adds only."
+    )
     if args.out:
         payload = {
             "results": results,
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                        "processor": platform.processor()},
-            "versions": {"jax": jax.__version__, "torch": torch.__version__, "python": platform.python_version()},
+            "machine": {
+                "cpu_count": os.cpu_count(),
+                "platform": platform.platform(),
+                "processor": platform.processor(),
+            },
+            "versions": {
+                "jax": jax.__version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
             "args": vars(args),
         }
         with open(args.out, "w") as f:

@@ -20,8 +20,11 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Search config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for history, checkpoints and results.")
 _XLA_CACHE = flags.DEFINE_string(
-    "xla_cache", None, "Folder of the persistent XLA compilation cache (a rerun or a resumed run skips "
-    "compiling); default $GANNAS_XLA_CACHE or ~/.cache/gannas_jax/xla; '' disables it.")
+    "xla_cache",
+    None,
+    "Folder of the persistent XLA compilation cache (a rerun or a resumed run skips "
+    "compiling); default $GANNAS_XLA_CACHE or ~/.cache/gannas_jax/xla; '' disables it.",
+)
 
 
 def fail(msg: str) -> int:
@@ -50,8 +53,14 @@ def main(argv: list[str]) -> int:
         use_cpu_cores()
         use_compilation_cache(_XLA_CACHE.value)
         algorithm, evaluator = build(config)
-        result = run_search(algorithm, evaluator, config.budget, _WORKDIR.value, config.seed,
-                            config=config.to_dict())
+        result = run_search(
+            algorithm,
+            evaluator,
+            config.budget,
+            _WORKDIR.value,
+            config.seed,
+            config=config.to_dict(),
+        )
     except (ValueError, DatasetUnavailableError) as err:
         if os.environ.get("GANNAS_DEBUG"):
             raise
@@ -61,12 +70,16 @@ def main(argv: list[str]) -> int:
     print(f"  validation accuracy {result.best_score:.2f}%   test accuracy {result.best_test:.2f}%")
     n_random = algorithm.random_warmup
     n_random = result.num_queries if n_random is None else min(n_random, result.num_queries)
-    print(f"  {result.num_queries} queries (search space size {space.size:,}); mean validation "
-          f"accuracy of all queries {result.scores.mean():.2f}%")
+    print(
+        f"  {result.num_queries} queries (search space size {space.size:,}); mean validation "
+        f"accuracy of all queries {result.scores.mean():.2f}%"
+    )
     if n_random:
         r = result.scores[:n_random]
-        print(f"  the {n_random} uniform random architectures: mean {r.mean():.2f}%, "
-              f"median {float(sorted(r)[len(r) // 2]):.2f}%, best {r.max():.2f}%")
+        print(
+            f"  the {n_random} uniform random architectures: mean {r.mean():.2f}%, "
+            f"median {float(sorted(r)[len(r) // 2]):.2f}%, best {r.max():.2f}%"
+        )
     print(f"results in {_WORKDIR.value}/: history.jsonl, result.json, progress.png")
     print(json.dumps(result.summary()))
     return 0

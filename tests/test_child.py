@@ -18,18 +18,26 @@ from gannas_jax.child import (
     make_child,
     narrow_params,
     nb201_cost,
+    ops,
     sequential_cost,
     static_nb201,
     static_sequential,
 )
-from gannas_jax.child import ops
 
 N_ARCHS = 50
 N_GRAD = 16  # architectures whose gradients are checked too
 # Small widths keep compile and eager static runs quick; every op kind, kernel and width choice
 # of the layout is still exercised (1x1 convs, 3 channel widths incl. the input's, 2 head slots).
-SEQ = SequentialSpace(input_shape=(8, 8, 2), num_classes=5, num_stages=2, slots_per_stage=3,
-                      kernel_sizes=(1, 3, 5), channels=(2, 3, 4), num_fc=2, fc_widths=(6, 8))
+SEQ = SequentialSpace(
+    input_shape=(8, 8, 2),
+    num_classes=5,
+    num_stages=2,
+    slots_per_stage=3,
+    kernel_sizes=(1, 3, 5),
+    channels=(2, 3, 4),
+    num_fc=2,
+    fc_widths=(6, 8),
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +59,12 @@ def test_sequential_matches_static(seq_archs, x_seq, conv_impl):
     grad_fn = _grad_fn(child, SEQ, x_seq)
     # Both modes in one program (this space has no dropout or BatchNorm, so they are the same
     # computation, and XLA compiles it once): one compile for all 50 architectures.
-    apply = jax.jit(lambda p, a, x: (child.apply({"params": p}, a, x, False), child.apply({"params": p}, a, x, True)))
+    apply = jax.jit(
+        lambda p, a, x: (
+            child.apply({"params": p}, a, x, False),
+            child.apply({"params": p}, a, x, True),
+        )
+    )
     for i, arch in enumerate(seq_archs):
         static = static_sequential(SEQ, arch)
         variables = static.init(jax.random.key(100 + i), x_seq)
@@ -61,7 +74,9 @@ def test_sequential_matches_static(seq_archs, x_seq, conv_impl):
         got = apply(params, jnp.asarray(arch), x_seq)
         for train, got_mode in zip((False, True), got):
             want = static.apply(variables, x_seq, train=train)
-            np.testing.assert_allclose(got_mode, want, atol=1e-5, rtol=0, err_msg=SEQ.to_string(arch))
+            np.testing.assert_allclose(
+                got_mode, want, atol=1e-5, rtol=0, err_msg=SEQ.to_string(arch)
+            )
         back = extract_static_sequential(SEQ, arch, params)
         chex.assert_trees_all_close(back, jax.tree.map(np.asarray, variables["params"]))
         if i < N_GRAD:
@@ -76,7 +91,9 @@ def _grad_fn(child, space, x):
     def loss(logits):
         return jnp.sum(jnp.tanh(logits) * cot)
 
-    fn = jax.jit(lambda p, a, x: jax.grad(lambda p: loss(child.apply({"params": p}, a, x, True)))(p))
+    fn = jax.jit(
+        lambda p, a, x: jax.grad(lambda p: loss(child.apply({"params": p}, a, x, True)))(p)
+    )
     fn.loss = loss
     return fn
 
@@ -93,8 +110,16 @@ def _check_grads(grad_fn, space, arch, static, variables, params, x):
 # The image's channel count (1) is no conv width, so a conv reading 1 channel has no weights
 # upstream and its backward pass skips the input gradient: checked here (SEQ above has
 # input channels among its widths, so it never skips).
-SEQ1 = SequentialSpace(input_shape=(6, 6, 1), num_classes=3, num_stages=2, slots_per_stage=2,
-                       kernel_sizes=(1, 3), channels=(2, 4), num_fc=1, fc_widths=(4,))
+SEQ1 = SequentialSpace(
+    input_shape=(6, 6, 1),
+    num_classes=3,
+    num_stages=2,
+    slots_per_stage=2,
+    kernel_sizes=(1, 3),
+    channels=(2, 4),
+    num_fc=1,
+    fc_widths=(4,),
+)
 
 
 @pytest.mark.parametrize("conv_impl", ["exact", "kernel", "blocked"])
@@ -107,7 +132,15 @@ def test_sequential_gradients_when_image_convs_skip_the_input_gradient(conv_impl
     for i, arch in enumerate(archs):
         static = static_sequential(SEQ1, arch)
         variables = jax.tree.map(lambda a: a + 0.1, static.init(jax.random.key(200 + i), x))
-        _check_grads(grad_fn, SEQ1, arch, static, variables, load_static_sequential(SEQ1, arch, variables["params"]), x)
+        _check_grads(
+            grad_fn,
+            SEQ1,
+            arch,
+            static,
+            variables,
+            load_static_sequential(SEQ1, arch, variables["params"]),
+            x,
+        )
     assert len(archs) == 10 and grad_fn._cache_size() == 1
 
 
@@ -163,8 +196,10 @@ def test_plan_gives_the_codes_output(seq_archs, x_seq, narrow):
         @jax.jit
         def both(a, child=child):
             v = child.init(jax.random.key(1), a)
-            return (child.apply(v, a, x_seq, train=True)[0],
-                    child.apply(v, child.plan(a), x_seq, train=True)[0])
+            return (
+                child.apply(v, a, x_seq, train=True)[0],
+                child.apply(v, child.plan(a), x_seq, train=True)[0],
+            )
 
         for a in archs:
             by_codes, by_plan = both(jnp.asarray(a))
@@ -176,10 +211,17 @@ def test_narrow_child_matches_max_size_child_on_convless_archs(seq_archs, x_seq)
     params) on every conv-less architecture, in training and inference mode."""
     stage_ops = SEQ.split(seq_archs)[0][..., 0]
     convless = seq_archs[np.all(stage_ops != 1, axis=(-2, -1))]
-    extra = np.stack([SEQ.from_string(s) for s in ("[] [] []", "[sigmoid max_pool tanh] [avg_pool relu] [fc8-sigmoid]")])
+    extra = np.stack(
+        [
+            SEQ.from_string(s)
+            for s in ("[] [] []", "[sigmoid max_pool tanh] [avg_pool relu] [fc8-sigmoid]")
+        ]
+    )
     convless = np.concatenate([convless, extra])
     assert len(convless) >= 5
-    np.testing.assert_array_equal(is_convless(SEQ, seq_archs), np.all(stage_ops != 1, axis=(-2, -1)))
+    np.testing.assert_array_equal(
+        is_convless(SEQ, seq_archs), np.all(stage_ops != 1, axis=(-2, -1))
+    )
     assert bool(jax.jit(lambda a: is_convless(SEQ, a))(convless[0]))
     wide, narrow = SequentialChild(SEQ, "kernel"), SequentialChild(SEQ, "kernel", narrow=True)
     y = jnp.arange(3) % SEQ.num_classes
@@ -200,16 +242,25 @@ def test_narrow_child_matches_max_size_child_on_convless_archs(seq_archs, x_seq)
 
     for i, arch in enumerate(convless):
         params = init_sequential(SEQ, jax.random.key(i), arch)
-        params = {k: v + 0.1 if k.endswith("bias") else v for k, v in params.items()}  # non-zero biases
+        params = {
+            k: v + 0.1 if k.endswith("bias") else v for k, v in params.items()
+        }  # non-zero biases
         for lw, ln, gw, gn in both(params, jnp.asarray(arch)):
             np.testing.assert_allclose(ln, lw, atol=1e-5, rtol=0, err_msg=SEQ.to_string(arch))
             chex.assert_trees_all_close(gn, gw, atol=1e-5, rtol=1e-5)
     assert both._cache_size() == 1
 
 
-@pytest.mark.parametrize("kk,ci,co,bi,bo,n_in,n_out,hw", [(3, 8, 8, 2, 4, 3, 1, 6), (5, 8, 12, 4, 4, 1, 3, 6),
-                                                           (1, 4, 4, 1, 1, 4, 4, 6), (7, 8, 8, 4, 4, 2, 1, 4),
-                                                           (5, 4, 8, 2, 4, 1, 2, (3, 4))])
+@pytest.mark.parametrize(
+    "kk,ci,co,bi,bo,n_in,n_out,hw",
+    [
+        (3, 8, 8, 2, 4, 3, 1, 6),
+        (5, 8, 12, 4, 4, 1, 3, 6),
+        (1, 4, 4, 1, 1, 4, 4, 6),
+        (7, 8, 8, 4, 4, 2, 1, 4),
+        (5, 4, 8, 2, 4, 1, 2, (3, 4)),
+    ],
+)
 def test_conv_blocks_matches_conv_on_live_channels(kk, ci, co, bi, bo, n_in, n_out, hw):
     """The block loop equals one convolution on the live channels, in value and both gradients.
     On maps smaller than the kernel (the last two cases) each block is a dense matmul."""
@@ -225,10 +276,14 @@ def test_conv_blocks_matches_conv_on_live_channels(kk, ci, co, bi, bo, n_in, n_o
 
     @jax.jit
     def blocks(x, w, a, b):
-        return jax.value_and_grad(lambda x, w: jnp.sum(ops.conv_blocks(x, w, a, b, bi, bo) * g), (0, 1))(x, w)
+        return jax.value_and_grad(
+            lambda x, w: jnp.sum(ops.conv_blocks(x, w, a, b, bi, bo) * g), (0, 1)
+        )(x, w)
 
     (v, (dx, dw)) = blocks(x, w, n_in, n_out)
-    want_v, (want_dx, want_dw) = jax.value_and_grad(lambda x, w: jnp.sum(ref(x, w) * g), (0, 1))(x, w)
+    want_v, (want_dx, want_dw) = jax.value_and_grad(lambda x, w: jnp.sum(ref(x, w) * g), (0, 1))(
+        x, w
+    )
     np.testing.assert_allclose(v, want_v, rtol=1e-5)
     np.testing.assert_allclose(dw, want_dw, atol=1e-4)
     np.testing.assert_allclose(dx[..., :live_in], want_dx[..., :live_in], atol=1e-4)
@@ -251,8 +306,10 @@ def nb_setup():
     archs = np.asarray(NB.sample(jax.random.key(5), N_ARCHS))
     child = NB201Child(NB, **NB_KW)
     template = jax.jit(child.init)(jax.random.key(0), archs[0], x)
-    apply = jax.jit(lambda v, a, x, train: child.apply(v, a, x, train=train, mutable=["batch_stats"]),
-                    static_argnums=3)
+    apply = jax.jit(
+        lambda v, a, x, train: child.apply(v, a, x, train=train, mutable=["batch_stats"]),
+        static_argnums=3,
+    )
     return x, archs, template, apply
 
 
@@ -262,22 +319,31 @@ def test_nb201_matches_static(nb_setup):
         static = static_nb201(NB, arch, **NB_KW)
         v = static.init(jax.random.key(10 + i), x)
         # non-trivial running statistics, so inference mode is a real check
-        stats = jax.tree.map(lambda s: s + jax.random.uniform(jax.random.key(i), s.shape), v["batch_stats"])
+        stats = jax.tree.map(
+            lambda s: s + jax.random.uniform(jax.random.key(i), s.shape), v["batch_stats"]
+        )
         v = {"params": v["params"], "batch_stats": stats}
         cv = load_static_nb201(NB, arch, v, template)
         for train in (False, True):
             want, want_stats = static.apply(v, x, train=train, mutable=["batch_stats"])
             got, got_stats = apply(cv, jnp.asarray(arch), x, train)
-            np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=f"{NB.to_string(arch)} train={train}")
+            np.testing.assert_allclose(
+                got, want, atol=1e-5, rtol=0, err_msg=f"{NB.to_string(arch)} train={train}"
+            )
             if train:  # updated running stats of the stem and of the last BN agree too
                 for name in ("stem_bn", "last_bn"):
-                    np.testing.assert_allclose(got_stats["batch_stats"][name + "_mean"],
-                                               want_stats["batch_stats"][name]["mean"], atol=1e-5)
+                    np.testing.assert_allclose(
+                        got_stats["batch_stats"][name + "_mean"],
+                        want_stats["batch_stats"][name]["mean"],
+                        atol=1e-5,
+                    )
 
 
 def test_nb201_untaken_ops_keep_their_stats(nb_setup):
     x, _, template, apply = nb_setup
-    arch = NB.from_string("|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|")
+    arch = NB.from_string(
+        "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|"
+    )
     _, upd = apply(template, jnp.asarray(arch), x, True)
     new, old = upd["batch_stats"], template["batch_stats"]
     # edge 0 runs its 3x3 BN only; edge 5 its 1x1 BN only; the other edges touch neither
@@ -316,8 +382,13 @@ def test_masked_batch_norm_equals_bn_of_live_channels():
 def test_conv_custom_gradient_matches_autodiff():
     x = jax.random.normal(jax.random.key(0), (2, 5, 6, 3))
     w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
-    ref = lambda x, w: jnp.sum(jnp.tanh(jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
-                                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+    ref = lambda x, w: jnp.sum(
+        jnp.tanh(
+            jax.lax.conv_general_dilated(
+                x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+        )
+    )
     got = jax.grad(lambda x, w: jnp.sum(jnp.tanh(ops.conv_same(x, w))), (0, 1))(x, w)
     want = jax.grad(ref, (0, 1))(x, w)
     chex.assert_trees_all_close(got, want, atol=1e-4)
@@ -330,9 +401,14 @@ def test_pools_match_flax():
     pad = ((1, 1), (1, 1))
     np.testing.assert_allclose(ops.max_pool_same(x), nn.max_pool(x, (3, 3), padding=pad), atol=1e-6)
     np.testing.assert_allclose(ops.avg_pool_same(x), nn.avg_pool(x, (3, 3), padding=pad), atol=1e-6)
-    np.testing.assert_allclose(ops.avg_pool_same(x, count_include_pad=False),
-                               nn.avg_pool(x, (3, 3), padding=pad, count_include_pad=False), atol=1e-6)
-    np.testing.assert_allclose(ops.max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)), atol=1e-6)
+    np.testing.assert_allclose(
+        ops.avg_pool_same(x, count_include_pad=False),
+        nn.avg_pool(x, (3, 3), padding=pad, count_include_pad=False),
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        ops.max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)), atol=1e-6
+    )
 
 
 def test_make_child_rejects_mismatched_space():

@@ -15,7 +15,12 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SEARCH = [sys.executable, str(ROOT / "scripts" / "search.py")]
-NB201 = ["--config", str(ROOT / "configs" / "nb201.py"), "--config.dataset=cifar10", "--config.seed=0"]
+NB201 = [
+    "--config",
+    str(ROOT / "configs" / "nb201.py"),
+    "--config.dataset=cifar10",
+    "--config.seed=0",
+]
 
 
 # The scripts keep compiled programs in a persistent cache (default ~/.cache/gannas_jax/xla); the
@@ -32,8 +37,14 @@ def _env(nb201_dir=None):
 
 
 def search(workdir, *extra, nb201_dir=None, config=NB201, check=True):
-    out = subprocess.run([*SEARCH, *config, "--workdir", str(workdir), *extra], capture_output=True,
-                         text=True, env=_env(nb201_dir), cwd=ROOT, timeout=600)
+    out = subprocess.run(
+        [*SEARCH, *config, "--workdir", str(workdir), *extra],
+        capture_output=True,
+        text=True,
+        env=_env(nb201_dir),
+        cwd=ROOT,
+        timeout=600,
+    )
     if check:
         assert out.returncode == 0, out.stderr[-3000:]
     return out
@@ -75,9 +86,20 @@ def _lines(path):
 
 def _run_and_kill(workdir, nb201_dir, at_lines):
     """Starts the ganas search and SIGKILLs it once history.jsonl has >= at_lines lines."""
-    proc = subprocess.Popen([*SEARCH, *NB201, "--workdir", str(workdir), "--config.algorithm=ganas",
-                             "--config.budget=150"], env=_env(nb201_dir), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            *SEARCH,
+            *NB201,
+            "--workdir",
+            str(workdir),
+            "--config.algorithm=ganas",
+            "--config.budget=150",
+        ],
+        env=_env(nb201_dir),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 300
         while _lines(workdir / "history.jsonl") < at_lines and proc.poll() is None:
@@ -95,7 +117,9 @@ def test_kill_and_resume_is_bitwise_identical(nb201_runs, nb201_dir, tmp_path):
     assert killed_at[-1] < 150, "the run finished before it could be killed"
     search(tmp_path, "--config.algorithm=ganas", "--config.budget=150", nb201_dir=nb201_dir)
     assert (tmp_path / "history.jsonl").read_bytes() == reference
-    assert (tmp_path / "result.json").read_text() == (nb201_runs["ganas"] / "result.json").read_text()
+    assert (tmp_path / "result.json").read_text() == (
+        nb201_runs["ganas"] / "result.json"
+    ).read_text()
 
 
 def _digest(folder):
@@ -133,15 +157,23 @@ def test_bad_input(nb201_dir, tmp_path, extra, needles):
 
 def test_missing_benchmark_folder_env(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "GANNAS_NB201_DIR"}
-    out = subprocess.run([*SEARCH, *NB201, "--workdir", str(tmp_path / "w")], capture_output=True,
-                         text=True, env=env, cwd=ROOT, timeout=300)
+    out = subprocess.run(
+        [*SEARCH, *NB201, "--workdir", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     _assert_one_line_error(out, "GANNAS_NB201_DIR")
 
 
 def test_workdir_of_another_config_is_refused(nb201_runs, nb201_dir):
     wd = nb201_runs["random"]
     before = _digest(wd)
-    out = search(wd, "--config.algorithm=evolution", "--config.budget=150", nb201_dir=nb201_dir, check=False)
+    out = search(
+        wd, "--config.algorithm=evolution", "--config.budget=150", nb201_dir=nb201_dir, check=False
+    )
     _assert_one_line_error(out, "another config", "algorithm")
     assert _digest(wd) == before
 
@@ -164,22 +196,37 @@ def test_corrupt_files_are_refused(nb201_runs, nb201_dir, tmp_path, damage):
                 f.write_bytes(b"garbage")
         needle = "corrupt checkpoint"
     before = _digest(wd)
-    out = search(wd, "--config.algorithm=evolution", "--config.budget=150", nb201_dir=nb201_dir, check=False)
+    out = search(
+        wd, "--config.algorithm=evolution", "--config.budget=150", nb201_dir=nb201_dir, check=False
+    )
     _assert_one_line_error(out, needle)
     assert _digest(wd) == before
 
 
-DIGITS_TINY = ["--config", str(ROOT / "configs" / "digits.py"), "--config.budget=12",
-               "--config.train.steps=30", "--config.train.population=4", "--config.ganas.batch_size=4",
-               "--config.ganas.num_init=4", "--config.ganas.gan_steps=20", "--config.ganas.num_candidates=64"]
+DIGITS_TINY = [
+    "--config",
+    str(ROOT / "configs" / "digits.py"),
+    "--config.budget=12",
+    "--config.train.steps=30",
+    "--config.train.population=4",
+    "--config.ganas.batch_size=4",
+    "--config.ganas.num_init=4",
+    "--config.ganas.gan_steps=20",
+    "--config.ganas.num_candidates=64",
+]
 
 
 def test_training_run_kill_and_resume(tmp_path):
     """A training search killed mid-run resumes to the same architectures and scores."""
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     search(ref, config=DIGITS_TINY)
-    proc = subprocess.Popen([*SEARCH, *DIGITS_TINY, "--workdir", str(cut)], cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*SEARCH, *DIGITS_TINY, "--workdir", str(cut)],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 300
         while _lines(cut / "history.jsonl") < 4 and proc.poll() is None:
@@ -202,11 +249,18 @@ def test_compilation_cache_is_written_then_reused(tmp_path):
     cache = tmp_path / "xla"
 
     def run(wd):
-        out = subprocess.run([*SEARCH, *DIGITS_TINY, "--workdir", str(tmp_path / wd), f"--xla_cache={cache}"],
-                             capture_output=True, text=True, cwd=ROOT, timeout=600,
-                             env={**_env(), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"})
+        out = subprocess.run(
+            [*SEARCH, *DIGITS_TINY, "--workdir", str(tmp_path / wd), f"--xla_cache={cache}"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=600,
+            env={**_env(), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"},
+        )
         assert out.returncode == 0, out.stderr[-3000:]
-        return sorted(p.name for p in cache.glob("*-cache")), (tmp_path / wd / "history.jsonl").read_text()
+        return sorted(p.name for p in cache.glob("*-cache")), (
+            tmp_path / wd / "history.jsonl"
+        ).read_text()
 
     first, hist_a = run("a")
     assert len(first) >= 2  # at least the training program and the GAN program

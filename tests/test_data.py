@@ -55,10 +55,12 @@ def test_batches_iterator(digits):
     assert len([next(endless) for _ in range(5)]) == 5
 
 
-@pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("fashion_mnist", (28, 28, 1)),
-                                        ("cifar10", (32, 32, 3))])
+@pytest.mark.parametrize(
+    "name,shape", [("mnist", (28, 28, 1)), ("fashion_mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))]
+)
 def test_tfds_path_with_mock_data(name, shape):
     import tensorflow_datasets as tfds  # a core dependency: a missing install must fail, not skip
+
     with tfds.testing.mock_data(num_examples=40):
         ds = data.load_dataset(name, val_size=8)
     assert ds.input_shape == shape and ds.num_classes == 10
@@ -74,7 +76,9 @@ def test_missing_tfds_dataset_gives_one_clear_error(tmp_path, monkeypatch):
     msg = str(info.value)
     assert "fashion_mnist" in msg and str(tmp_path) in msg and "TFDS_DATA_DIR" in msg
     assert "download" in msg
-    assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained traceback wall
+    assert (
+        info.value.__cause__ is None and info.value.__suppress_context__
+    )  # no chained traceback wall
 
 
 def test_unknown_dataset():

@@ -7,9 +7,19 @@ import numpy as np
 import pytest
 
 from gannas_jax import NB201Space, SequentialSpace
-from gannas_jax.decode import DECODE_MODES, MASKED_LOGIT, decode, decode_one, mask_logits, masked_entropy
+from gannas_jax.decode import (
+    DECODE_MODES,
+    MASKED_LOGIT,
+    decode,
+    decode_one,
+    mask_logits,
+    masked_entropy,
+)
 
-SPACES = {"nb201": NB201Space(), "sequential": SequentialSpace(num_stages=2, slots_per_stage=2, num_fc=1)}
+SPACES = {
+    "nb201": NB201Space(),
+    "sequential": SequentialSpace(num_stages=2, slots_per_stage=2, num_fc=1),
+}
 
 
 @pytest.fixture(params=list(SPACES), ids=list(SPACES), scope="module")
@@ -18,7 +28,9 @@ def space(request):
 
 
 def _logits(space, n, seed=0):
-    return 3.0 * jax.random.normal(jax.random.key(seed), (n, space.num_variables, space.max_cardinality))
+    return 3.0 * jax.random.normal(
+        jax.random.key(seed), (n, space.num_variables, space.max_cardinality)
+    )
 
 
 @pytest.mark.parametrize("mode", DECODE_MODES)
@@ -30,7 +42,9 @@ def test_vmap_equals_python_loop(space, mode):
     for i in range(5):
         one = decode_one(keys[i], logits[i], space, mode, 0.7)
         for field in ("archs", "raw", "onehot"):
-            np.testing.assert_array_equal(np.asarray(getattr(batched, field)[i]), np.asarray(getattr(one, field)))
+            np.testing.assert_array_equal(
+                np.asarray(getattr(batched, field)[i]), np.asarray(getattr(one, field))
+            )
 
 
 @pytest.mark.parametrize("mode", DECODE_MODES)
@@ -45,8 +59,11 @@ def test_decoded_are_valid_and_canonical(space, mode):
     np.testing.assert_array_equal(np.asarray(space.canonicalize(archs)), archs)
     np.testing.assert_array_equal(np.asarray(space.canonicalize(out.raw)), archs)
     # The encoding is the one-hot of the raw choices (values: straight-through adds zero).
-    np.testing.assert_allclose(np.asarray(out.onehot), np.asarray(jax.nn.one_hot(out.raw, space.max_cardinality)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(out.onehot),
+        np.asarray(jax.nn.one_hot(out.raw, space.max_cardinality)),
+        atol=1e-6,
+    )
 
 
 def test_argmax_mode_is_deterministic_argmax(space):
@@ -54,7 +71,9 @@ def test_argmax_mode_is_deterministic_argmax(space):
     out = decode(jax.random.key(0), logits, space, "argmax")
     other = decode(jax.random.key(99), logits, space, "argmax")
     np.testing.assert_array_equal(np.asarray(out.raw), np.asarray(other.raw))
-    np.testing.assert_array_equal(np.asarray(out.raw), np.asarray(jnp.argmax(mask_logits(space, logits), -1)))
+    np.testing.assert_array_equal(
+        np.asarray(out.raw), np.asarray(jnp.argmax(mask_logits(space, logits), -1))
+    )
 
 
 def test_gumbel_max_samples_the_softmax():
@@ -70,14 +89,18 @@ def test_straight_through_gradient_is_the_softmax_gradient(space):
     logits = _logits(space, 3)
     key, tau = jax.random.key(4), 0.8
     w = jax.random.normal(jax.random.key(5), logits.shape)
-    g_st = jax.grad(lambda lg: jnp.sum(w * decode(key, lg, space, "gumbel_softmax", tau).onehot))(logits)
+    g_st = jax.grad(lambda lg: jnp.sum(w * decode(key, lg, space, "gumbel_softmax", tau).onehot))(
+        logits
+    )
     keys = jax.random.split(key, 3)
     gumbel = jax.vmap(lambda k: jax.random.gumbel(k, logits.shape[1:]))(keys)
 
     def soft(lg):
         return jnp.sum(w * jax.nn.softmax((mask_logits(space, lg) + gumbel) / tau, axis=-1))
 
-    np.testing.assert_allclose(np.asarray(g_st), np.asarray(jax.grad(soft)(logits)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(g_st), np.asarray(jax.grad(soft)(logits)), rtol=1e-5, atol=1e-6
+    )
     assert np.all(np.isfinite(np.asarray(g_st)))
 
 

@@ -13,8 +13,9 @@ from gannas_jax.data import digits
 from gannas_jax.evaluate import EvalResult, Evaluator
 from gannas_jax.evaluate.training import TrainConfig, TrainingEvaluator
 
-SPACE = SequentialSpace(num_stages=2, slots_per_stage=2, kernel_sizes=(1, 3), channels=(2, 4),
-                        num_fc=1, fc_widths=(8,))
+SPACE = SequentialSpace(
+    num_stages=2, slots_per_stage=2, kernel_sizes=(1, 3), channels=(2, 4), num_fc=1, fc_widths=(8,)
+)
 TINY = TrainConfig(steps=6, batch_size=8, population=4, learning_rate=1e-2, devices=1)
 
 
@@ -25,7 +26,9 @@ def ds():
 
 @pytest.fixture(scope="module")
 def map_eval(ds):
-    return TrainingEvaluator(SPACE, ds, TINY.__class__(**{**TINY.__dict__, "strategy": "map", "conv_impl": "kernel"}))
+    return TrainingEvaluator(
+        SPACE, ds, TINY.__class__(**{**TINY.__dict__, "strategy": "map", "conv_impl": "kernel"})
+    )
 
 
 def _archs(seed, n):
@@ -70,7 +73,9 @@ def test_result_independent_of_batch_position(map_eval):
 
 
 def test_vmap_and_map_strategies_agree(map_eval, ds):
-    vm = TrainingEvaluator(SPACE, ds, TrainConfig(**{**TINY.__dict__, "strategy": "vmap", "conv_impl": "kernel"}))
+    vm = TrainingEvaluator(
+        SPACE, ds, TrainConfig(**{**TINY.__dict__, "strategy": "vmap", "conv_impl": "kernel"})
+    )
     archs = _archs(21, 4)
     a = map_eval.train(archs, jax.random.key(3))
     b = vm.train(archs, jax.random.key(3))
@@ -83,8 +88,12 @@ def test_vmap_and_map_strategies_agree(map_eval, ds):
 
 @pytest.mark.parametrize("conv_impl", ["masked", "blocked"])
 def test_conv_impls_train_like_kernel(map_eval, ds, conv_impl):
-    other = TrainingEvaluator(SPACE, ds, TrainConfig(**{**TINY.__dict__, "strategy": "map", "conv_impl": conv_impl}))
-    archs = np.concatenate([_archs(31, 3), SPACE.from_string("[conv3x3-4 conv1x1-2] [conv3x3-4] [fc8-relu]")[None]])
+    other = TrainingEvaluator(
+        SPACE, ds, TrainConfig(**{**TINY.__dict__, "strategy": "map", "conv_impl": conv_impl})
+    )
+    archs = np.concatenate(
+        [_archs(31, 3), SPACE.from_string("[conv3x3-4 conv1x1-2] [conv3x3-4] [fc8-relu]")[None]]
+    )
     a = map_eval.train(archs, jax.random.key(4))
     b = other.train(archs, jax.random.key(4))
     np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-4, atol=1e-5)
@@ -100,11 +109,22 @@ def test_auto_conv_impl_by_channel_block():
 def test_narrow_variant_trains_like_max_size_child(map_eval, ds):
     """Conv-less members trained by the narrow variant (the default with ``map``) get the max-size
     child's results, and the evaluator deals the others evenly over devices."""
-    wide = TrainingEvaluator(SPACE, ds, TrainConfig(**{**TINY.__dict__, "strategy": "map", "conv_impl": "kernel",
-                                                       "narrow": False}))
-    archs = np.stack([SPACE.from_string(s) for s in (
-        "[relu max_pool] [tanh] [fc8-relu]", "[conv3x3-4 relu] [] [fc8-tanh]",
-        "[] [sigmoid avg_pool] []", "[avg_pool] [conv1x1-2] [fc8-sigmoid]")])
+    wide = TrainingEvaluator(
+        SPACE,
+        ds,
+        TrainConfig(**{**TINY.__dict__, "strategy": "map", "conv_impl": "kernel", "narrow": False}),
+    )
+    archs = np.stack(
+        [
+            SPACE.from_string(s)
+            for s in (
+                "[relu max_pool] [tanh] [fc8-relu]",
+                "[conv3x3-4 relu] [] [fc8-tanh]",
+                "[] [sigmoid avg_pool] []",
+                "[avg_pool] [conv1x1-2] [fc8-sigmoid]",
+            )
+        ]
+    )
     a = map_eval.train(archs, jax.random.key(8))
     b = wide.train(archs, jax.random.key(8))
     np.testing.assert_allclose(a["loss0"], b["loss0"], rtol=1e-6)
@@ -115,8 +135,17 @@ def test_narrow_variant_trains_like_max_size_child(map_eval, ds):
     try:
         order = map_eval._balance(archs)
         # by cost: the two-conv member shares its device with the conv-less one, not a conv one
-        costly = np.stack([SPACE.from_string(s) for s in (
-            "[conv3x3-4] [] []", "[conv3x3-4] [conv1x1-2] []", "[] [relu] []", "[conv1x1-2] [] [fc8-relu]")])
+        costly = np.stack(
+            [
+                SPACE.from_string(s)
+                for s in (
+                    "[conv3x3-4] [] []",
+                    "[conv3x3-4] [conv1x1-2] []",
+                    "[] [relu] []",
+                    "[conv1x1-2] [] [fc8-relu]",
+                )
+            ]
+        )
         by_cost = map_eval._balance(costly)
     finally:
         map_eval.n_devices = 1
@@ -124,20 +153,29 @@ def test_narrow_variant_trains_like_max_size_child(map_eval, ds):
     has_conv = ~np.asarray(map_eval.child.is_narrow(archs[order]))
     assert has_conv[:2].sum() == 1 and has_conv[2:].sum() == 1
     assert sorted(by_cost) == [0, 1, 2, 3]
-    assert {frozenset(by_cost[:2]), frozenset(by_cost[2:])} == {frozenset({1, 2}), frozenset({0, 3})}
+    assert {frozenset(by_cost[:2]), frozenset(by_cost[2:])} == {
+        frozenset({1, 2}),
+        frozenset({0, 3}),
+    }
 
 
 def test_children_learn(ds):
     cfg = TrainConfig(steps=150, population=2, devices=1, learning_rate=1e-2)
     ev = TrainingEvaluator(SPACE, ds, cfg)
-    archs = np.stack([SPACE.from_string("[conv3x3-4 relu] [] [fc8-relu]"), SPACE.from_string("[] [] []")])
+    archs = np.stack(
+        [SPACE.from_string("[conv3x3-4 relu] [] [fc8-relu]"), SPACE.from_string("[] [] []")]
+    )
     out = ev.train(archs, jax.random.key(0))
     assert np.all(out["loss"] < 0.6 * out["loss0"]), out
-    assert np.all(out["val"] > 50), out  # chance is 10%; the full recipe is checked by the benchmark
+    assert np.all(out["val"] > 50), (
+        out
+    )  # chance is 10%; the full recipe is checked by the benchmark
 
 
 def test_nb201_evaluator_compiles_once_and_runs(ds):
-    cfg = TrainConfig(steps=2, batch_size=4, population=2, nb201_channels=2, nb201_cells=1, devices=1)
+    cfg = TrainConfig(
+        steps=2, batch_size=4, population=2, nb201_channels=2, nb201_cells=1, devices=1
+    )
     ev = TrainingEvaluator(NB201Space(), ds, cfg)
     space = NB201Space()
     r1 = ev.evaluate(np.asarray(space.sample(jax.random.key(0), 2)), jax.random.key(0))

@@ -30,7 +30,7 @@ NB201 = NB201Space()
 TINY = GanConfig(z_dim=8, g_hidden=(32,), d_hidden=(32,), batch_size=16, real_capacity=32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def seq_real() -> np.ndarray:
     """The 64 fixed random SequentialSpace architectures of acceptance test 1."""
     return np.asarray(SEQ.sample(jax.random.key(123), 64))
@@ -46,7 +46,7 @@ def marginal_tv(space, generated, real) -> float:
     return float(np.mean(tvs))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fitted_seq(loss: str, mode: str):
     """Default config (loss and mode overridden), 2,000 steps (the bar is <= 3,000); shared."""
     config = GanConfig(loss=loss, generator_mode=mode)
@@ -55,10 +55,13 @@ def fitted_seq(loss: str, mode: str):
     return state, metrics
 
 
-LEARN_CASES = [(loss, "straight_through") for loss in sorted(LOSSES)] + [("nonsaturating", "reinforce")]
+LEARN_CASES = [(loss, "straight_through") for loss in sorted(LOSSES)] + [
+    ("nonsaturating", "reinforce")
+]
 
 
 # --- acceptance 1: learns a distribution --------------------------------------------------------
+
 
 @pytest.mark.parametrize("loss,mode", LEARN_CASES, ids=[f"{l}-{m}" for l, m in LEARN_CASES])
 def test_learns_sequential_marginals(loss, mode):
@@ -74,6 +77,7 @@ def test_learns_sequential_marginals(loss, mode):
 
 # --- acceptance 2: learns what is good (NAS-Bench-201) ------------------------------------------
 
+
 def test_nb201_generates_top_architectures(nb201_dir):
     with open(nb201_dir / "nasbench201_cifar10.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -85,11 +89,14 @@ def test_nb201_generates_top_architectures(nb201_dir):
     generated = [tuple(a) for a in np.asarray(generate(state, jax.random.key(2), 1000))]
     hit_rate = np.mean([a in top_set for a in generated])
     distinct = len(set(generated))
-    assert hit_rate >= 0.30, f"only {hit_rate:.1%} of generated cells are in the top 500 (random: 3.2%)"
+    assert hit_rate >= 0.30, (
+        f"only {hit_rate:.1%} of generated cells are in the top 500 (random: 3.2%)"
+    )
     assert distinct >= 200, f"only {distinct} distinct cells among 1000: collapsed"
 
 
 # --- acceptance 3: pure and reproducible --------------------------------------------------------
+
 
 def _assert_trees_bitwise_equal(a, b):
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
@@ -105,15 +112,21 @@ def test_same_key_gives_bitwise_identical_params(mode):
         state = init_gan(jax.random.key(5), SEQ, config)
         state, metrics = fit_gan(state, real, jax.random.key(6), 40)
         runs.append((state, metrics))
-    _assert_trees_bitwise_equal((runs[0][0].g_params, runs[0][0].d_params, runs[0][0].g_opt_state),
-                                (runs[1][0].g_params, runs[1][0].d_params, runs[1][0].g_opt_state))
+    _assert_trees_bitwise_equal(
+        (runs[0][0].g_params, runs[0][0].d_params, runs[0][0].g_opt_state),
+        (runs[1][0].g_params, runs[1][0].d_params, runs[1][0].g_opt_state),
+    )
     _assert_trees_bitwise_equal(runs[0][1], runs[1][1])
     # A different key gives different params.
     other, _ = fit_gan(init_gan(jax.random.key(5), SEQ, config), real, jax.random.key(7), 40)
-    assert not np.array_equal(np.asarray(jax.tree_util.tree_leaves(other.g_params)[0]),
-                              np.asarray(jax.tree_util.tree_leaves(runs[0][0].g_params)[0]))
-    np.testing.assert_array_equal(np.asarray(generate(runs[0][0], jax.random.key(8), 50)),
-                                  np.asarray(generate(runs[1][0], jax.random.key(8), 50)))
+    assert not np.array_equal(
+        np.asarray(jax.tree_util.tree_leaves(other.g_params)[0]),
+        np.asarray(jax.tree_util.tree_leaves(runs[0][0].g_params)[0]),
+    )
+    np.testing.assert_array_equal(
+        np.asarray(generate(runs[0][0], jax.random.key(8), 50)),
+        np.asarray(generate(runs[1][0], jax.random.key(8), 50)),
+    )
 
 
 def test_fit_does_not_retrace_for_new_real_sets_or_repeated_calls():
@@ -142,7 +155,9 @@ def test_gan_step_matches_one_scanned_step_and_does_not_retrace():
     key = jax.random.key(4)
     state = init_gan(jax.random.key(0), SEQ, TINY)
     scanned, m_scan = fit_gan(state, real, key, 1)
-    stepped, m_step = gan_step(init_gan(jax.random.key(0), SEQ, TINY), padded, n, jax.random.fold_in(key, 0))
+    stepped, m_step = gan_step(
+        init_gan(jax.random.key(0), SEQ, TINY), padded, n, jax.random.fold_in(key, 0)
+    )
     chex.assert_trees_all_close(scanned.g_params, stepped.g_params, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(scanned.d_params, stepped.d_params, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(float(m_scan["d_loss"][0]), float(m_step["d_loss"]), rtol=1e-5)
@@ -155,9 +170,18 @@ def test_gan_step_matches_one_scanned_step_and_does_not_retrace():
 
 # --- acceptance 4: fails loudly -----------------------------------------------------------------
 
+
 def test_non_finite_loss_raises_and_keeps_the_input_state():
-    config = GanConfig(z_dim=8, g_hidden=(32,), d_hidden=(32,), batch_size=16, real_capacity=32,
-                       g_learning_rate=1e30, d_learning_rate=1e30, d_spectral_norm=False)
+    config = GanConfig(
+        z_dim=8,
+        g_hidden=(32,),
+        d_hidden=(32,),
+        batch_size=16,
+        real_capacity=32,
+        g_learning_rate=1e30,
+        d_learning_rate=1e30,
+        d_spectral_norm=False,
+    )
     state = init_gan(jax.random.key(0), SEQ, config)
     before = jax.tree_util.tree_map(np.asarray, state.g_params)
     with pytest.raises(FloatingPointError, match=r"non-finite.*at step \d+"):
@@ -169,8 +193,16 @@ def test_non_finite_loss_raises_and_keeps_the_input_state():
 
 
 def test_error_names_the_loss():
-    config = GanConfig(z_dim=8, g_hidden=(32,), d_hidden=(32,), batch_size=16, real_capacity=32,
-                       loss="lsgan", g_learning_rate=1e30, d_learning_rate=1e30)
+    config = GanConfig(
+        z_dim=8,
+        g_hidden=(32,),
+        d_hidden=(32,),
+        batch_size=16,
+        real_capacity=32,
+        loss="lsgan",
+        g_learning_rate=1e30,
+        d_learning_rate=1e30,
+    )
     state = init_gan(jax.random.key(0), NB201, config)
     with pytest.raises(FloatingPointError) as err:
         fit_gan(state, NB201.sample(jax.random.key(1), 8), jax.random.key(2), 30)
@@ -178,6 +210,7 @@ def test_error_names_the_loss():
 
 
 # --- API contracts ----------------------------------------------------------------------------
+
 
 def test_state_fields_and_api_shapes():
     state = init_gan(jax.random.key(0), NB201, TINY)
@@ -208,12 +241,16 @@ def test_discriminator_prefers_the_real_set():
     assert real_scores.mean() > random_scores.mean()
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(g_hidden=(32, 32), g_residual=True),
-    dict(d_spectral_norm=True, d_dropout=0.2, n_critic=2),
-    dict(loss="wgan_gp", n_critic=3, noise="threefry"),
-    dict(loss="hinge", generator_mode="reinforce"),
-], ids=["residual-g", "sn-dropout-ncritic", "wgan-ncritic-threefry", "hinge-reinforce"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(g_hidden=(32, 32), g_residual=True),
+        dict(d_spectral_norm=True, d_dropout=0.2, n_critic=2),
+        dict(loss="wgan_gp", n_critic=3, noise="threefry"),
+        dict(loss="hinge", generator_mode="reinforce"),
+    ],
+    ids=["residual-g", "sn-dropout-ncritic", "wgan-ncritic-threefry", "hinge-reinforce"],
+)
 def test_options_train_and_stay_finite(overrides):
     config = GanConfig(**{**TINY.__dict__, **overrides})
     state = init_gan(jax.random.key(0), NB201, config)
@@ -244,7 +281,9 @@ def test_noise_streams_have_the_right_distributions():
     assert 0.0 < u.min() and u.max() < 1.0 and abs(u.mean() - 0.5) < 0.005
     assert abs(z.mean()) < 0.01 and abs(z.std() - 1.0) < 0.01
     assert np.all(np.isfinite(g)) and abs(g.mean() - np.euler_gamma) < 0.01
-    np.testing.assert_allclose(np.bincount(idx, minlength=7) / idx.size, np.full(7, 1 / 7), atol=0.004)
+    np.testing.assert_allclose(
+        np.bincount(idx, minlength=7) / idx.size, np.full(7, 1 / 7), atol=0.004
+    )
     assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.01
 
 

@@ -27,7 +27,9 @@ class _SumScore:
 
 @pytest.mark.parametrize("space", [NB201Space(), SequentialSpace()], ids=["nb201", "sequential"])
 def test_queries_unique_canonical_reproducible(space):
-    algo = GanNas(space, batch_size=8, num_init=16, top_k=8, gan_steps=50, num_candidates=64, gan=SMALL_GAN)
+    algo = GanNas(
+        space, batch_size=8, num_init=16, top_k=8, gan_steps=50, num_candidates=64, gan=SMALL_GAN
+    )
     a = run_search(algo, _SumScore(space), 48, None, 3, progress=False)
     b = run_search(algo, _SumScore(space), 48, None, 3, progress=False)
     assert len({r.tobytes() for r in a.archs}) == 48
@@ -40,7 +42,9 @@ def test_queries_unique_canonical_reproducible(space):
 def test_collapsed_generator_is_topped_up():
     # 4 candidates per iteration cannot fill a batch of 8 once duplicates are dropped.
     space = NB201Space()
-    algo = GanNas(space, batch_size=8, num_init=8, top_k=4, gan_steps=20, num_candidates=4, gan=SMALL_GAN)
+    algo = GanNas(
+        space, batch_size=8, num_init=8, top_k=4, gan_steps=20, num_candidates=4, gan=SMALL_GAN
+    )
     res = run_search(algo, _SumScore(space), 40, None, 0, progress=False)
     assert len({r.tobytes() for r in res.archs}) == 40
 
@@ -56,7 +60,15 @@ def test_beats_random_on_cifar10(nb201_dir):
     table = NB201Table.load("cifar10", nb201_dir)
     seeds = range(4)
     ganas = GanNas(NB201Space())
-    best = {name: np.mean([run_search(a, TabularEvaluator(table=table), 100, None, s, progress=False).best_score
-                           for s in seeds])
-            for name, a in (("ganas", ganas), ("random", RandomSearch(NB201Space(), batch_size=10)))}
+    best = {
+        name: np.mean(
+            [
+                run_search(
+                    a, TabularEvaluator(table=table), 100, None, s, progress=False
+                ).best_score
+                for s in seeds
+            ]
+        )
+        for name, a in (("ganas", ganas), ("random", RandomSearch(NB201Space(), batch_size=10)))
+    }
     assert best["ganas"] > best["random"] + 0.2, best

@@ -68,8 +68,12 @@ SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def multi_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -88,7 +92,9 @@ def test_population_parallel_matches_single_device(multi_device):
 
 def test_single_device_runner_and_bad_arguments():
     """In this process (one device): both runners degenerate to the plain fit; errors are clear."""
-    space = SequentialSpace(num_stages=1, slots_per_stage=1, kernel_sizes=(3,), channels=(2,), num_fc=0)
+    space = SequentialSpace(
+        num_stages=1, slots_per_stage=1, kernel_sizes=(3,), channels=(2,), num_fc=0
+    )
     child = make_child(space, (8, 8, 1), 10)
     tx = optax.sgd(0.1)
     arch = np.asarray(space.from_string("[conv3x3-2] []"))
@@ -96,7 +102,9 @@ def test_single_device_runner_and_bad_arguments():
     y = jax.random.randint(jax.random.key(1), (2, 6), 0, 10)
     state = parallel.init_state(child, tx, jax.random.key(2), arch)
     _, want = parallel.fit(child, tx, state, arch, x, y)
-    _, got = parallel.fit_data_parallel(child, tx, state, arch, x, y, devices=jax.local_devices()[:1])
+    _, got = parallel.fit_data_parallel(
+        child, tx, state, arch, x, y, devices=jax.local_devices()[:1]
+    )
     np.testing.assert_allclose(got, want, rtol=1e-6)
     with pytest.raises(ValueError, match="runner"):
         parallel.fit_data_parallel(child, tx, state, arch, x, y, runner="xmap")
@@ -113,12 +121,19 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("env, expected", [({"WANT": "2"}, 2), ({"GANNAS_CPU_DEVICES": "3"}, 3),
-                                           ({"GANNAS_CPU_DEVICES": "1"}, 1)])
+@pytest.mark.parametrize(
+    "env, expected",
+    [({"WANT": "2"}, 2), ({"GANNAS_CPU_DEVICES": "3"}, 3), ({"GANNAS_CPU_DEVICES": "1"}, 1)],
+)
 def test_use_cpu_cores_splits_the_host_before_jax_starts(env, expected):
     full = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GANNAS_CPU_DEVICES")}
-    proc = subprocess.run([sys.executable, "-c", USE_CORES], capture_output=True, text=True,
-                          env={**full, **env}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", USE_CORES],
+        capture_output=True,
+        text=True,
+        env={**full, **env},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["devices"] == expected
@@ -137,15 +152,25 @@ def test_use_cpu_cores_rejects_bad_counts(monkeypatch):
 def test_slot_sparse_matches_the_dense_rule(rule):
     """SlotSparse updates only the conv slots of the stacked stage kernels, and gives the dense
     rule's losses and params: the dead slots' gradients and moments are exactly zero."""
-    space = SequentialSpace(num_stages=2, slots_per_stage=3, kernel_sizes=(1, 3), channels=(2, 4),
-                            num_fc=1, fc_widths=(8,))
+    space = SequentialSpace(
+        num_stages=2,
+        slots_per_stage=3,
+        kernel_sizes=(1, 3),
+        channels=(2, 4),
+        num_fc=1,
+        fc_widths=(8,),
+    )
     child = make_child(space, (8, 8, 1), 10, conv_impl="blocked")
     assert child.slot_leaves == ("stage0_kernel", "stage1_kernel")
-    lr = optax.linear_schedule(0.05, 0.01, 4)  # a schedule: the counts must advance as the dense rule's
+    lr = optax.linear_schedule(
+        0.05, 0.01, 4
+    )  # a schedule: the counts must advance as the dense rule's
     inner = optax.adam(lr) if rule == "adam" else optax.sgd(lr, momentum=0.9)
     sparse, dense = parallel.SlotSparse(inner, child.slot_leaves), optax.flatten(inner)
     # stage 0: a conv in the middle slot; stage 1: convs in the first and last slots
-    arch = np.asarray(space.from_string("[relu conv3x3-4 max_pool] [conv1x1-2 tanh conv3x3-4] [fc8-relu]"))
+    arch = np.asarray(
+        space.from_string("[relu conv3x3-4 max_pool] [conv1x1-2 tanh conv3x3-4] [fc8-relu]")
+    )
     plan = child.plan(arch)
     slots, n = plan["live_slots"]["stage1_kernel"]
     assert int(n) == 2 and sorted(np.asarray(slots)[:2].tolist()) == [0, 2]
@@ -162,5 +187,7 @@ def test_slot_sparse_matches_the_dense_rule(rule):
     for stage, k in enumerate(child.slot_leaves):  # dead slots untouched, live ones trained
         ops = np.asarray(space.split(arch)[0])[stage, :, 0]
         for slot, op in enumerate(ops):
-            moved = np.any(np.asarray(s_state.params[k][slot]) != np.asarray(init["params"][k][slot]))
+            moved = np.any(
+                np.asarray(s_state.params[k][slot]) != np.asarray(init["params"][k][slot])
+            )
             assert moved == (op == 1), (k, slot, op)

@@ -9,8 +9,13 @@ import pytest
 
 from gannas_jax import NB201Space, SequentialSpace
 from gannas_jax.evaluate.tabular import BenchmarkError, NB201Table, TabularEvaluator
-from gannas_jax.search import (RandomSearch, RegularizedEvolution, SearchError, mutate_host,
-                               run_search)
+from gannas_jax.search import (
+    RandomSearch,
+    RegularizedEvolution,
+    SearchError,
+    mutate_host,
+    run_search,
+)
 from gannas_jax.search.base import host_rng
 
 
@@ -20,7 +25,11 @@ def cifar10(nb201_dir):
 
 
 def test_table_matches_known_optima(nb201_dir):
-    expected = {"cifar10": (6111, 91.61), "cifar100": (9930, 73.49), "ImageNet16-120": (10676, 46.73)}
+    expected = {
+        "cifar10": (6111, 91.61),
+        "cifar100": (9930, 73.49),
+        "ImageNet16-120": (10676, 46.73),
+    }
     for ds, (index, best) in expected.items():
         table = NB201Table.load(ds, nb201_dir)
         assert table.best_index == index
@@ -66,8 +75,14 @@ class _Recorder:
 @pytest.mark.parametrize("algo_cls", [RandomSearch, RegularizedEvolution])
 @pytest.mark.parametrize("space", [NB201Space(), SequentialSpace()], ids=["nb201", "sequential"])
 def test_queries_are_unique_canonical_and_deterministic(algo_cls, space):
-    algo = algo_cls(space, batch_size=3) if algo_cls is RandomSearch else algo_cls(space, population_size=10, tournament_size=3)
-    runs = [run_search(algo, _Recorder(space), 40, None, seed, progress=False) for seed in (5, 5, 6)]
+    algo = (
+        algo_cls(space, batch_size=3)
+        if algo_cls is RandomSearch
+        else algo_cls(space, population_size=10, tournament_size=3)
+    )
+    runs = [
+        run_search(algo, _Recorder(space), 40, None, seed, progress=False) for seed in (5, 5, 6)
+    ]
     archs = runs[0].archs
     assert len({a.tobytes() for a in archs}) == 40
     np.testing.assert_array_equal(np.asarray(space.canonicalize(archs)), archs)
@@ -84,23 +99,32 @@ def test_evolution_mutates_tournament_winners(cifar10):
     # With the tournament as large as the population, the parent is the best of the last 10
     # queries; its child differs from it in one variable, unless that mutant had been seen
     # already and was mutated again.
-    dist = [int((res.archs[q] != res.archs[q - 10:q][np.argmax(res.scores[q - 10:q])]).sum())
-            for q in range(10, 60)]
+    dist = [
+        int((res.archs[q] != res.archs[q - 10 : q][np.argmax(res.scores[q - 10 : q])]).sum())
+        for q in range(10, 60)
+    ]
     assert min(dist) >= 1 and np.mean(np.asarray(dist) == 1) >= 0.75, dist
 
 
 def test_evolution_beats_random_on_cifar10(cifar10):
     bests = {}
     for algo in (RandomSearch(NB201Space(), batch_size=10), RegularizedEvolution(NB201Space())):
-        bests[algo.name] = np.mean([run_search(algo, TabularEvaluator(table=cifar10), 150, None, s,
-                                               progress=False).best_score for s in range(10)])
+        bests[algo.name] = np.mean(
+            [
+                run_search(
+                    algo, TabularEvaluator(table=cifar10), 150, None, s, progress=False
+                ).best_score
+                for s in range(10)
+            ]
+        )
     assert bests["evolution"] > bests["random"] + 0.2
 
 
 def test_driver_writes_workdir_and_resumes_complete_run(cifar10, tmp_path):
     algo = RegularizedEvolution(NB201Space())
-    res = run_search(algo, TabularEvaluator(table=cifar10), 30, tmp_path, 1, progress=False,
-                     config={"name": "x"})
+    res = run_search(
+        algo, TabularEvaluator(table=cifar10), 30, tmp_path, 1, progress=False, config={"name": "x"}
+    )
     lines = (tmp_path / "history.jsonl").read_text().splitlines()
     assert len(lines) == 30
     recs = [json.loads(l) for l in lines]
@@ -110,19 +134,34 @@ def test_driver_writes_workdir_and_resumes_complete_run(cifar10, tmp_path):
     assert set(result) == {"best_arch", "best_score", "best_test", "num_queries"}
     assert (tmp_path / "progress.png").stat().st_size > 1000
     # Running again on a finished workdir changes nothing.
-    again = run_search(algo, TabularEvaluator(table=cifar10), 30, tmp_path, 1, progress=False,
-                       config={"name": "x"})
+    again = run_search(
+        algo, TabularEvaluator(table=cifar10), 30, tmp_path, 1, progress=False, config={"name": "x"}
+    )
     assert (tmp_path / "history.jsonl").read_text().splitlines() == lines
     assert again.summary() == res.summary()
     with pytest.raises(SearchError, match="another config .*differs in name"):
-        run_search(algo, TabularEvaluator(table=cifar10), 30, tmp_path, 1, progress=False,
-                   config={"name": "y"})
+        run_search(
+            algo,
+            TabularEvaluator(table=cifar10),
+            30,
+            tmp_path,
+            1,
+            progress=False,
+            config={"name": "y"},
+        )
 
 
 @pytest.mark.parametrize("budget", [0, -3, 2.5, 20000])
 def test_bad_budget(cifar10, budget):
     with pytest.raises(SearchError, match="budget"):
-        run_search(RandomSearch(NB201Space()), TabularEvaluator(table=cifar10), budget, None, 0, progress=False)
+        run_search(
+            RandomSearch(NB201Space()),
+            TabularEvaluator(table=cifar10),
+            budget,
+            None,
+            0,
+            progress=False,
+        )
 
 
 def test_missing_benchmark_errors(tmp_path, monkeypatch):

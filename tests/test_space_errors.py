@@ -85,7 +85,10 @@ def test_nb201_index_errors():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(input_shape=(8, 8, 1), num_stages=5), "5 stages need 4 2x2 reductions, but an input of 8x8 allows at most 3"),
+        (
+            dict(input_shape=(8, 8, 1), num_stages=5),
+            "5 stages need 4 2x2 reductions, but an input of 8x8 allows at most 3",
+        ),
         (dict(input_shape=(8, 8)), r"input_shape must be \(H, W, C\)"),
         (dict(kernel_sizes=(3, 4)), "kernel sizes must be odd"),
         (dict(channels=()), "channels must not be empty"),

@@ -16,9 +16,15 @@ from gannas_jax import NB201Space, SequentialSpace
 SPACES = {
     "nb201": NB201Space(),
     "sequential": SequentialSpace(),
-    "sequential_wide": SequentialSpace(input_shape=(16, 16, 3), num_stages=3, slots_per_stage=2,
-                                       kernel_sizes=(3, 5), channels=(4, 8, 16, 32), num_fc=1,
-                                       fc_widths=(16, 32, 64, 128, 256, 512, 1024, 2048)),
+    "sequential_wide": SequentialSpace(
+        input_shape=(16, 16, 3),
+        num_stages=3,
+        slots_per_stage=2,
+        kernel_sizes=(3, 5),
+        channels=(4, 8, 16, 32),
+        num_fc=1,
+        fc_widths=(16, 32, 64, 128, 256, 512, 1024, 2048),
+    ),
 }
 PROFILE = settings(max_examples=40, deadline=None)
 
@@ -36,17 +42,20 @@ def space(request):
 
 def _given_raw(test):
     """Runs `test(space, archs)` for each space with hypothesis-drawn raw architectures."""
+
     def wrapper(space):
         @PROFILE
         @given(raw_archs(space))
         def inner(archs):
             test(space, archs)
+
         inner()
+
     wrapper.__name__ = test.__name__
     return wrapper
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jit_canonicalize(space):
     return jax.jit(space.canonicalize)
 
@@ -119,10 +128,24 @@ def test_spaces_are_hashable_static_args():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(input_shape=(4, 4, 1), num_stages=2, slots_per_stage=2, kernel_sizes=(3,),
-             channels=(4, 8), num_fc=1, fc_widths=(4,)),
-        dict(input_shape=(2, 2, 1), num_stages=1, slots_per_stage=3, kernel_sizes=(3, 5),
-             channels=(4,), num_fc=2, fc_widths=(4, 8)),
+        dict(
+            input_shape=(4, 4, 1),
+            num_stages=2,
+            slots_per_stage=2,
+            kernel_sizes=(3,),
+            channels=(4, 8),
+            num_fc=1,
+            fc_widths=(4,),
+        ),
+        dict(
+            input_shape=(2, 2, 1),
+            num_stages=1,
+            slots_per_stage=3,
+            kernel_sizes=(3, 5),
+            channels=(4,),
+            num_fc=2,
+            fc_widths=(4, 8),
+        ),
     ],
 )
 def test_sequential_size_equals_brute_force(kwargs):

@@ -78,7 +78,7 @@ class Child:
         """
         return isinstance(self.space, SequentialSpace)
 
-    def narrow_variant(self) -> "Child | None":
+    def narrow_variant(self) -> Child | None:
         """The cheaper child for the architectures :meth:`is_narrow` accepts, or None.
 
         Sequential space only: a conv-less architecture computes on the image's channels alone,
@@ -90,7 +90,10 @@ class Child:
 
     def narrow_from(self, variables: dict) -> dict:
         """This narrow child's variables cut out of the max-size child's (see :meth:`init`)."""
-        return {"params": narrow_params(self.space, variables["params"]), "batch_stats": variables["batch_stats"]}
+        return {
+            "params": narrow_params(self.space, variables["params"]),
+            "batch_stats": variables["batch_stats"],
+        }
 
     def is_narrow(self, arch: jax.Array) -> jax.Array:
         """``bool[]``: whether :meth:`narrow_variant` can train ``arch`` (traceable)."""
@@ -101,7 +104,9 @@ class Child:
         :meth:`apply` in place of the codes when applying one architecture many times, as a
         training loop does (sequential space: :func:`sequential_plan`; NB201: the codes)."""
         if isinstance(self.space, SequentialSpace):
-            return sequential_plan(self.space, self.conv_impl, arch, self.narrow, self.assume_canonical)
+            return sequential_plan(
+                self.space, self.conv_impl, arch, self.narrow, self.assume_canonical
+            )
         return arch
 
     def scoring_plan(self, plan: Any, scoring: jax.Array) -> Any:
@@ -140,18 +145,27 @@ class Child:
     def init(self, key: jax.Array, arch: jax.Array) -> dict[str, Any]:
         """Variables ``{'params', 'batch_stats'}`` of one child (traceable in ``arch``)."""
         if isinstance(self.space, SequentialSpace):
-            v = {"params": init_sequential(self.space, key, arch, self.assume_canonical), "batch_stats": {}}
+            v = {
+                "params": init_sequential(self.space, key, arch, self.assume_canonical),
+                "batch_stats": {},
+            }
             return self.narrow_from(v) if self.narrow else v
         x = jax.numpy.zeros((1,) + tuple(self.input_shape), jax.numpy.float32)
         v = self.module.init(key, arch, x)
         return {"params": v["params"], "batch_stats": v.get("batch_stats", {})}
 
-    def apply(self, variables: dict, arch: jax.Array, x: jax.Array, train: bool) -> tuple[jax.Array, Any]:
+    def apply(
+        self, variables: dict, arch: jax.Array, x: jax.Array, train: bool
+    ) -> tuple[jax.Array, Any]:
         """``(logits [B, classes], new batch_stats)`` on images ``x`` ``[B, H, W, C]``."""
         if isinstance(self.space, SequentialSpace):  # no BatchNorm; functional, no Flax overhead
-            return apply_sequential(self.module, variables["params"], arch, x), variables.get("batch_stats", {})
+            return apply_sequential(self.module, variables["params"], arch, x), variables.get(
+                "batch_stats", {}
+            )
         if not variables.get("batch_stats"):
-            return self.module.apply({"params": variables["params"]}, arch, x, train), variables.get("batch_stats", {})
+            return self.module.apply(
+                {"params": variables["params"]}, arch, x, train
+            ), variables.get("batch_stats", {})
         if train:
             logits, upd = self.module.apply(variables, arch, x, train=True, mutable=["batch_stats"])
             return logits, upd["batch_stats"]
@@ -161,12 +175,25 @@ class Child:
         """Exact parameter count and per-image forward FLOPs of one architecture."""
         if isinstance(self.space, SequentialSpace):
             return sequential_cost(self.space, arch)
-        return nb201_cost(self.space, arch, self.nb201_channels, self.nb201_cells, self.num_classes,
-                          tuple(self.input_shape))
+        return nb201_cost(
+            self.space,
+            arch,
+            self.nb201_channels,
+            self.nb201_cells,
+            self.num_classes,
+            tuple(self.input_shape),
+        )
 
 
-def make_child(space: Space, input_shape: tuple[int, int, int], num_classes: int, *,
-               conv_impl: str = "exact", nb201_channels: int = 16, nb201_cells: int = 5) -> Child:
+def make_child(
+    space: Space,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    conv_impl: str = "exact",
+    nb201_channels: int = 16,
+    nb201_cells: int = 5,
+) -> Child:
     """The :class:`Child` of ``space`` for images of ``input_shape`` and ``num_classes`` classes.
 
     Raises:
@@ -181,15 +208,32 @@ def make_child(space: Space, input_shape: tuple[int, int, int], num_classes: int
                 f"SequentialSpace(input_shape={input_shape}, num_classes={num_classes})"
             )
         if conv_impl not in ("exact", "kernel", "blocked", "masked"):
-            raise ValueError(f"conv_impl must be 'exact', 'kernel', 'blocked' or 'masked', got {conv_impl!r}")
+            raise ValueError(
+                f"conv_impl must be 'exact', 'kernel', 'blocked' or 'masked', got {conv_impl!r}"
+            )
     elif not isinstance(space, NB201Space):
         raise ValueError(f"no child network for space {type(space).__name__}")
-    return Child(space, input_shape, int(num_classes), conv_impl, int(nb201_channels), int(nb201_cells))
+    return Child(
+        space, input_shape, int(num_classes), conv_impl, int(nb201_channels), int(nb201_cells)
+    )
 
 
 __all__ = [
-    "Child", "make_child", "arch_seed",
-    "SequentialChild", "StaticSequential", "extract_static_sequential", "init_sequential",
-    "load_static_sequential", "sequential_cost", "static_sequential", "is_convless", "narrow_params",
-    "NB201Child", "StaticNB201", "load_static_nb201", "nb201_cost", "static_nb201",
+    "Child",
+    "make_child",
+    "arch_seed",
+    "SequentialChild",
+    "StaticSequential",
+    "extract_static_sequential",
+    "init_sequential",
+    "load_static_sequential",
+    "sequential_cost",
+    "static_sequential",
+    "is_convless",
+    "narrow_params",
+    "NB201Child",
+    "StaticNB201",
+    "load_static_nb201",
+    "nb201_cost",
+    "static_nb201",
 ]

@@ -56,15 +56,29 @@ def _cell(h: jax.Array, codes: jax.Array, p: dict, s: dict, train: bool):
 
     def branch_conv(kname, prefix):
         def f(x, pe, se):
-            y, m, v = _relu_conv_bn(x, pe[kname], pe[prefix + "_scale"], pe[prefix + "_bias"],
-                                    se[prefix + "_mean"], se[prefix + "_var"], train)
+            y, m, v = _relu_conv_bn(
+                x,
+                pe[kname],
+                pe[prefix + "_scale"],
+                pe[prefix + "_bias"],
+                se[prefix + "_mean"],
+                se[prefix + "_var"],
+                train,
+            )
             return y, {**se, prefix + "_mean": m, prefix + "_var": v}
+
         return f
 
     def branch_pool(x, pe, se):
         return ops.avg_pool_same(x, 3, count_include_pad=False), se
 
-    branches = [branch_none, branch_skip, branch_conv("k1", "bn1"), branch_conv("k3", "bn3"), branch_pool]
+    branches = [
+        branch_none,
+        branch_skip,
+        branch_conv("k1", "bn1"),
+        branch_conv("k3", "bn3"),
+        branch_pool,
+    ]
     assert len(branches) == len(OPS)
     nodes = [h]
     new_stats = []
@@ -108,7 +122,11 @@ class NB201Child(nn.Module):
         """
         arch = jnp.asarray(arch, jnp.int32)
         c, n = self.channels, self.cells
-        init, zeros, ones = nn.initializers.lecun_normal(), nn.initializers.zeros, nn.initializers.ones
+        init, zeros, ones = (
+            nn.initializers.lecun_normal(),
+            nn.initializers.zeros,
+            nn.initializers.ones,
+        )
         mutable = self.is_mutable_collection("batch_stats")
 
         def bn_vars(name, shape):
@@ -120,7 +138,9 @@ class NB201Child(nn.Module):
 
         def bn(x, name):
             sc, bi, mu, va = bn_vars(name, (x.shape[-1],))
-            y, m, v = ops.batch_norm(x, sc, bi, mu.value, va.value, train, momentum=BN_MOMENTUM, eps=BN_EPS)
+            y, m, v = ops.batch_norm(
+                x, sc, bi, mu.value, va.value, train, momentum=BN_MOMENTUM, eps=BN_EPS
+            )
             if train and mutable:
                 mu.value, va.value = m, v
             return y
@@ -132,11 +152,17 @@ class NB201Child(nn.Module):
         for s in range(3):
             cs = c * 2**s
             if s:
-                a = ops.conv_strided(jax.nn.relu(h), self.param(f"red{s}_a_kernel", init, (3, 3, c_prev, cs)), 2)
+                a = ops.conv_strided(
+                    jax.nn.relu(h), self.param(f"red{s}_a_kernel", init, (3, 3, c_prev, cs)), 2
+                )
                 a = bn(a, f"red{s}_a_bn")
-                b = ops.conv_same(jax.nn.relu(a), self.param(f"red{s}_b_kernel", init, (3, 3, cs, cs)))
+                b = ops.conv_same(
+                    jax.nn.relu(a), self.param(f"red{s}_b_kernel", init, (3, 3, cs, cs))
+                )
                 b = bn(b, f"red{s}_b_bn")
-                d = ops.conv_same(ops.avg_pool_2x2(h), self.param(f"red{s}_down_kernel", init, (1, 1, c_prev, cs)))
+                d = ops.conv_same(
+                    ops.avg_pool_2x2(h), self.param(f"red{s}_down_kernel", init, (1, 1, c_prev, cs))
+                )
                 h = d + b
             pre = f"cells{s}"
             p = {
@@ -176,9 +202,17 @@ class _ReLUConvBN(nn.Module):
     @nn.compact
     def __call__(self, x, train):
         p = self.kernel // 2
-        x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
-                    padding=((p, p), (p, p)), use_bias=False, name="conv")(jax.nn.relu(x))
-        return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS, name="bn")(x)
+        x = nn.Conv(
+            self.features,
+            (self.kernel, self.kernel),
+            strides=self.stride,
+            padding=((p, p), (p, p)),
+            use_bias=False,
+            name="conv",
+        )(jax.nn.relu(x))
+        return nn.BatchNorm(
+            use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS, name="bn"
+        )(x)
 
 
 class StaticNB201(nn.Module):
@@ -197,7 +231,9 @@ class StaticNB201(nn.Module):
         c = self.channels
 
         def bn(name):
-            return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS, name=name)
+            return nn.BatchNorm(
+                use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS, name=name
+            )
 
         h = nn.Conv(c, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="stem_conv")(x)
         h = bn("stem_bn")(h)
@@ -227,8 +263,13 @@ class StaticNB201(nn.Module):
                         elif op == "nor_conv_3x3":
                             y = _ReLUConvBN(cs, 3, name=f"cell{s}_{i}_e{e}")(x_in, train)
                         else:
-                            y = nn.avg_pool(x_in, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
-                                            count_include_pad=False)
+                            y = nn.avg_pool(
+                                x_in,
+                                (3, 3),
+                                strides=(1, 1),
+                                padding=((1, 1), (1, 1)),
+                                count_include_pad=False,
+                            )
                         acc = acc + y
                     nodes.append(acc)
                 h = nodes[3]
@@ -237,8 +278,9 @@ class StaticNB201(nn.Module):
         return nn.Dense(self.num_classes, name="classifier")(h)
 
 
-def static_nb201(space: NB201Space, arch: Any, channels: int = 16, cells: int = 5,
-                 num_classes: int = 10) -> StaticNB201:
+def static_nb201(
+    space: NB201Space, arch: Any, channels: int = 16, cells: int = 5, num_classes: int = 10
+) -> StaticNB201:
     """The exact-size Flax module of one NB201 cell."""
     codes = space._one(arch)
     return StaticNB201(tuple(OPS[int(c)] for c in codes), channels, cells, num_classes)
@@ -296,8 +338,14 @@ def load_static_nb201(space: NB201Space, arch: Any, static_vars: dict, child_var
     return out
 
 
-def nb201_cost(space: NB201Space, arch: Any, channels: int = 16, cells: int = 5, num_classes: int = 10,
-               input_shape: tuple[int, int, int] = (32, 32, 3)) -> dict[str, int]:
+def nb201_cost(
+    space: NB201Space,
+    arch: Any,
+    channels: int = 16,
+    cells: int = 5,
+    num_classes: int = 10,
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+) -> dict[str, int]:
     """Exact parameter count (weights and BN affine) and forward FLOPs of one image."""
     codes = space._one(arch)
     h, w, cin = input_shape

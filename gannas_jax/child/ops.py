@@ -74,14 +74,18 @@ def _conv_bwd(res, g):
     xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
     lhs = jnp.transpose(xp, (3, 1, 2, 0))  # [Ci, Hp, Wp, B]
     rhs = jnp.transpose(g, (1, 2, 0, 3))  # [H, W, B, Co]
-    dk = lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", dimension_numbers=_DN)  # [Ci, k, k, Co]
+    dk = lax.conv_general_dilated(
+        lhs, rhs, (1, 1), "VALID", dimension_numbers=_DN
+    )  # [Ci, k, k, Co]
     return dx, jnp.transpose(dk, (1, 2, 0, 3))
 
 
 conv_same_nobias.defvjp(_conv_fwd, _conv_auto_bwd)
 
 
-def conv_blocks(x: jax.Array, kernel: jax.Array, n_in: jax.Array, n_out: jax.Array, bi: int, bo: int) -> jax.Array:
+def conv_blocks(
+    x: jax.Array, kernel: jax.Array, n_in: jax.Array, n_out: jax.Array, bi: int, bo: int
+) -> jax.Array:
     """:func:`conv_same_nobias` over the live channel blocks only, however many are live.
 
     The input channels are ``x.shape[-1] / bi`` blocks of ``bi`` and the output channels
@@ -122,8 +126,9 @@ def block_pairs(n_in: jax.Array, n_out: jax.Array, max_in: int, max_out: int, bi
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def conv_block_pairs(x: jax.Array, kernel: jax.Array, offsets: jax.Array, count: jax.Array, bi: int,
-                     bo: int) -> jax.Array:
+def conv_block_pairs(
+    x: jax.Array, kernel: jax.Array, offsets: jax.Array, count: jax.Array, bi: int, bo: int
+) -> jax.Array:
     """:func:`conv_blocks` with its block pairs given as :func:`block_pairs` offsets.
 
     Computed once per slot outside the loops, the offsets leave the loop bodies no integer
@@ -138,7 +143,9 @@ def _tap_index(h: int, w: int, k: int) -> np.ndarray:
     """``int32[H*W, H*W]``: the kernel tap ``dy * k + dx`` linking each input position to each
     output position of a stride-1 'same' ``k x k`` convolution, or ``k * k`` where none does."""
     p = k // 2
-    hi, wi, ho, wo = np.meshgrid(np.arange(h), np.arange(w), np.arange(h), np.arange(w), indexing="ij")
+    hi, wi, ho, wo = np.meshgrid(
+        np.arange(h), np.arange(w), np.arange(h), np.arange(w), indexing="ij"
+    )
     dy, dx = hi - ho + p, wi - wo + p
     ok = (dy >= 0) & (dy < k) & (dx >= 0) & (dx < k)
     return np.where(ok, dy * k + dx, k * k).reshape(h * w, h * w).astype(np.int32)
@@ -206,7 +213,9 @@ def _pairs_bwd(bi, bo, res, g):
         wij = lax.dynamic_slice(kernel, (0, 0, ci, co), (k, k, bi, bo))
         gj = lax.dynamic_slice_in_dim(g, co, bo, axis=3)
         dxi, dwij = _conv_auto_bwd((xi, wij), gj)
-        dx = lax.dynamic_update_slice_in_dim(dx, lax.dynamic_slice_in_dim(dx, ci, bi, axis=3) + dxi, ci, axis=3)
+        dx = lax.dynamic_update_slice_in_dim(
+            dx, lax.dynamic_slice_in_dim(dx, ci, bi, axis=3) + dxi, ci, axis=3
+        )
         return dx, lax.dynamic_update_slice(dk, dwij, (0, 0, ci, co))
 
     dx, dk = lax.fori_loop(0, count, body, (jnp.zeros_like(x), jnp.zeros_like(kernel)))
@@ -252,7 +261,7 @@ def _max_pool(x, window):
     for i in range(window):
         for j in range(window):
             if i or j:
-                out = jnp.maximum(out, xp[:, i:i + h, j:j + w, :])
+                out = jnp.maximum(out, xp[:, i : i + h, j : j + w, :])
     return out
 
 
@@ -270,14 +279,19 @@ def _max_pool_bwd(window, res, g):
     arg = jnp.full(out.shape, -1, jnp.int32)
     for k in reversed(range(window * window)):
         i, j = divmod(k, window)
-        arg = jnp.where(xp[:, i:i + h, j:j + w, :] == out, k, arg)
+        arg = jnp.where(xp[:, i : i + h, j : j + w, :] == out, k, arg)
     # input pixel (y, x) sits at tap (i, j) of output window (y - i + p, x - j + p)
     pad = ((0, 0), (p, p), (p, p), (0, 0))
     argp, gp = jnp.pad(arg, pad, constant_values=-1), jnp.pad(g, pad)
     dx = jnp.zeros_like(x)
     for k in range(window * window):
         i, j = divmod(k, window)
-        sl = (slice(None), slice(2 * p - i, 2 * p - i + h), slice(2 * p - j, 2 * p - j + w), slice(None))
+        sl = (
+            slice(None),
+            slice(2 * p - i, 2 * p - i + h),
+            slice(2 * p - j, 2 * p - j + w),
+            slice(None),
+        )
         dx = dx + jnp.where(argp[sl] == k, gp[sl], 0.0)
     return (dx,)
 
@@ -290,8 +304,8 @@ def _box_sum(x: jax.Array, window: int) -> jax.Array:
     _, h, w, _ = x.shape
     p = window // 2
     xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    rows = sum(xp[:, i:i + h, :, :] for i in range(window))
-    return sum(rows[:, :, j:j + w, :] for j in range(window))
+    rows = sum(xp[:, i : i + h, :, :] for i in range(window))
+    return sum(rows[:, :, j : j + w, :] for j in range(window))
 
 
 def _pool_count(x: jax.Array, window: int) -> jax.Array:
@@ -424,7 +438,9 @@ def batch_norm(
     return y, new_mean, new_var
 
 
-def lecun_normal_many(key: jax.Array, shapes: list[tuple[int, ...]], fan_ins: list) -> list[jax.Array]:
+def lecun_normal_many(
+    key: jax.Array, shapes: list[tuple[int, ...]], fan_ins: list
+) -> list[jax.Array]:
     """Flax's default kernel init (lecun-normal) of several kernels, each with a *traced* fan-in
     (the exact-size layer's, not the max), from one draw of truncated normals.
 
@@ -436,6 +452,6 @@ def lecun_normal_many(key: jax.Array, shapes: list[tuple[int, ...]], fan_ins: li
     out, off = [], 0
     for shape, n, fan in zip(shapes, sizes, fan_ins):
         scale = lax.rsqrt(jnp.maximum(jnp.asarray(fan), 1).astype(jnp.float32)) / TRUNC_STD
-        out.append(z[off:off + n].reshape(shape) * scale)
+        out.append(z[off : off + n].reshape(shape) * scale)
         off += n
     return out

@@ -133,26 +133,49 @@ class SequentialChild(nn.Module):
         """
         del train
         if self.conv_impl not in CONV_IMPLS:
-            raise ValueError(f"SequentialChild: conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}")
+            raise ValueError(
+                f"SequentialChild: conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}"
+            )
         sp, g = self.space, geometry(self.space)
         cm, kmax, wm, L = g["cm"], g["kmax"], g["wm"], sp.slots_per_stage
         flat = g["hr"] * g["wr"] * g["cin"] if self.narrow else g["flat"]
         init = nn.initializers.lecun_normal()
-        stage_w = [(None, None)] * sp.num_stages if self.narrow else [
-            (self.param(f"stage{s}_kernel", init, (L, kmax, kmax, cm, cm)),
-             self.param(f"stage{s}_bias", nn.initializers.zeros, (L, cm)))
-            for s in range(sp.num_stages)
-        ]
+        stage_w = (
+            [(None, None)] * sp.num_stages
+            if self.narrow
+            else [
+                (
+                    self.param(f"stage{s}_kernel", init, (L, kmax, kmax, cm, cm)),
+                    self.param(f"stage{s}_bias", nn.initializers.zeros, (L, cm)),
+                )
+                for s in range(sp.num_stages)
+            ]
+        )
         fc_w = [
-            (self.param(f"fc{f}_kernel", init, (flat if f == 0 else wm, wm)),
-             self.param(f"fc{f}_bias", nn.initializers.zeros, (wm,)))
+            (
+                self.param(f"fc{f}_kernel", init, (flat if f == 0 else wm, wm)),
+                self.param(f"fc{f}_bias", nn.initializers.zeros, (wm,)),
+            )
             for f in range(sp.num_fc)
         ]
         out_flat = self.param("out_flat_kernel", init, (flat, sp.num_classes))
-        out_hidden = self.param("out_hidden_kernel", init, (wm, sp.num_classes)) if sp.num_fc else None
+        out_hidden = (
+            self.param("out_hidden_kernel", init, (wm, sp.num_classes)) if sp.num_fc else None
+        )
         out_bias = self.param("out_bias", nn.initializers.zeros, (sp.num_classes,))
-        return sequential_forward(sp, self.conv_impl, arch, x, stage_w, fc_w, out_flat, out_hidden, out_bias,
-                                  narrow=self.narrow, canonical=self.assume_canonical)
+        return sequential_forward(
+            sp,
+            self.conv_impl,
+            arch,
+            x,
+            stage_w,
+            fc_w,
+            out_flat,
+            out_hidden,
+            out_bias,
+            narrow=self.narrow,
+            canonical=self.assume_canonical,
+        )
 
 
 def is_convless(space: SequentialSpace, arch: jax.Array) -> jax.Array:
@@ -229,7 +252,14 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
         (lambda h, w, b, op, ci, k, co, pairs: ops.avg_pool_same(h), None, True),
     ]
     base = np.zeros(len(STAGE_OPS), np.int32)  # branch of each non-conv op
-    for name, i in (("none", 0), ("relu", 0), ("sigmoid", 1), ("tanh", 1), ("max_pool", 2), ("avg_pool", 3)):
+    for name, i in (
+        ("none", 0),
+        ("relu", 0),
+        ("sigmoid", 1),
+        ("tanh", 1),
+        ("max_pool", 2),
+        ("avg_pool", 3),
+    ):
         base[STAGE_OPS.index(name)] = i
     n_simple = len(branches)
     base_j = jnp.asarray(base)
@@ -250,8 +280,12 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
         else:
             cin_b = tuple(sorted({g["cin"], cm}))
             cout_b = (cm,)
-        cin_to_b = np.asarray([min(i for i, b in enumerate(cin_b) if b >= c) for c in cin_values], np.int32)
-        cout_to_b = np.asarray([min(i for i, b in enumerate(cout_b) if b >= c) for c in cs], np.int32)
+        cin_to_b = np.asarray(
+            [min(i for i, b in enumerate(cin_b) if b >= c) for c in cin_values], np.int32
+        )
+        cout_to_b = np.asarray(
+            [min(i for i, b in enumerate(cout_b) if b >= c) for c in cs], np.int32
+        )
         cs_np = np.asarray(cs, np.int32)
         blk = g["block"]
         # With channel buckets, the convs that read the image's (fewer) channels share one branch
@@ -270,7 +304,7 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
         kmask = np.zeros((len(ks), kmax, kmax), np.float32)
         for i, kk in enumerate(ks):
             o = (kmax - kk) // 2
-            kmask[i, o:o + kk, o:o + kk] = 1.0
+            kmask[i, o : o + kk, o : o + kk] = 1.0
 
         def conv_branch(kk, cin, cout, any_k=False):
             o = (kmax - kk) // 2
@@ -287,10 +321,13 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
                 if any_k:
                     wk = wk * jnp.asarray(kmask)[k].reshape(kmax, kmax, 1, 1)
                 if conv_impl == "blocked" and not image:
-                    y = ops.conv_block_pairs(h[..., :cin], wk, *pairs, blk, blk) + bk.reshape(1, 1, 1, -1)
+                    y = ops.conv_block_pairs(h[..., :cin], wk, *pairs, blk, blk) + bk.reshape(
+                        1, 1, 1, -1
+                    )
                 else:
                     y = ops.conv_same(h[..., :cin], wk, bk)
                 return jnp.pad(y, ((0, 0), (0, 0), (0, 0), (0, cm - cout))) if cout < cm else y
+
             return branch, (o, kk, cin, cout), not (cin == g["cin"] and cin not in cs)
 
         # branch index of each (kernel, input bucket, output bucket)
@@ -314,13 +351,18 @@ def _stage_branches(space: SequentialSpace, conv_impl: str, narrow: bool = False
         kmask = np.zeros((len(ks), kmax, kmax), np.float32)
         for i, kk in enumerate(ks):
             o = (kmax - kk) // 2
-            kmask[i, o:o + kk, o:o + kk] = 1.0
+            kmask[i, o : o + kk, o : o + kk] = 1.0
         cs_np = np.asarray(cs, np.int32)
 
         def masked(h, w, b, op, ci, k, co, pairs):
             m_in = (jnp.arange(cm) < jnp.asarray(cin_np)[ci]).astype(w.dtype)
             m_out = (jnp.arange(cm) < jnp.asarray(cs_np)[co]).astype(w.dtype)
-            wk = w * jnp.asarray(kmask)[k].reshape(kmax, kmax, 1, 1) * m_in.reshape(1, 1, cm, 1) * m_out.reshape(1, 1, 1, cm)
+            wk = (
+                w
+                * jnp.asarray(kmask)[k].reshape(kmax, kmax, 1, 1)
+                * m_in.reshape(1, 1, cm, 1)
+                * m_out.reshape(1, 1, 1, cm)
+            )
             return ops.conv_same(h, wk, b * m_out)
 
         branches.append((masked, "full", True))
@@ -376,15 +418,20 @@ def _stage_scan(branches):
         if window is None:
             return None, None
         if window == "full":
-            return lax.dynamic_index_in_dim(kern, l, keepdims=False), lax.dynamic_index_in_dim(bias, l, keepdims=False)
+            return lax.dynamic_index_in_dim(kern, l, keepdims=False), lax.dynamic_index_in_dim(
+                bias, l, keepdims=False
+            )
         o, kk, cin, cout = window
-        return (lax.dynamic_slice(kern, (l, o, o, 0, 0), (1, kk, kk, cin, cout))[0],
-                lax.dynamic_slice(bias, (l, 0), (1, cout))[0])
+        return (
+            lax.dynamic_slice(kern, (l, o, o, 0, 0), (1, kk, kk, cin, cout))[0],
+            lax.dynamic_slice(bias, (l, 0), (1, cout))[0],
+        )
 
     def forward(f, window):
         def run(h, kern, bias, l, p, c, kk, o, pr):
             w, b = take(window, kern, bias, l)
             return f(h, w, b, p, c, kk, o, pr)
+
         return run
 
     forwards = [forward(f, win) for f, win, _ in branches]
@@ -397,7 +444,9 @@ def _stage_scan(branches):
             h, hs = carry
             if save:
                 hs = lax.dynamic_update_index_in_dim(hs, h, l, 0)
-            return lax.switch(at(idx, l), forwards, h, kern, bias, l, *at((op, ci, k, co, pairs), l)), hs
+            return lax.switch(
+                at(idx, l), forwards, h, kern, bias, l, *at((op, ci, k, co, pairs), l)
+            ), hs
 
         hs = jnp.zeros((idx.shape[0],) + h.shape, h.dtype) if save else None
         return lax.fori_loop(0, hi, body, (h, hs))
@@ -427,7 +476,12 @@ def _stage_scan(branches):
             else:  # nothing upstream has weights: the input cotangent is never used
                 dh, (dw, db) = g, jax.vjp(lambda w, b: f(h, w, b, p, c, kk, o, pr), w, b)[1](g)
             off = 0 if window == "full" else window[0]
-            return dh, lax.dynamic_update_slice(zw, dw, (off, off, 0, 0)), lax.dynamic_update_slice(zb, db, (0,))
+            return (
+                dh,
+                lax.dynamic_update_slice(zw, dw, (off, off, 0, 0)),
+                lax.dynamic_update_slice(zb, db, (0,)),
+            )
+
         return pull
 
     pullbacks = [pullback(f, win, ig) for f, win, ig in branches]
@@ -438,8 +492,9 @@ def _stage_scan(branches):
         def body(j, carry):
             g, dkern, dbias = carry
             l = hi - 1 - j
-            dh, dw, db = lax.switch(at(idx, l), pullbacks, at(hs, l), kern, bias, l,
-                                    *at((op, ci, k, co, pairs), l), g)
+            dh, dw, db = lax.switch(
+                at(idx, l), pullbacks, at(hs, l), kern, bias, l, *at((op, ci, k, co, pairs), l), g
+            )
             if dkern is not None:
                 dkern = lax.dynamic_update_index_in_dim(dkern, dw, l, 0)
                 dbias = lax.dynamic_update_index_in_dim(dbias, db, l, 0)
@@ -453,22 +508,42 @@ def _stage_scan(branches):
     return stage
 
 
-def apply_sequential(child: SequentialChild, params: dict, arch: jax.Array, x: jax.Array) -> jax.Array:
+def apply_sequential(
+    child: SequentialChild, params: dict, arch: jax.Array, x: jax.Array
+) -> jax.Array:
     """``child.apply({'params': params}, arch, x)`` without Flax: the same forward pass on the
     params dict. Flax checks every existing param against its initializer's abstract output at
     each call (tracing the initializer), which is ~10% of the tracing time of the evaluator's
     training program; this skips the check (shapes are checked by the matmuls and slices)."""
     sp = child.space
-    stage_w = [(None, None)] * sp.num_stages if child.narrow else [
-        (params[f"stage{s}_kernel"], params[f"stage{s}_bias"]) for s in range(sp.num_stages)]
+    stage_w = (
+        [(None, None)] * sp.num_stages
+        if child.narrow
+        else [(params[f"stage{s}_kernel"], params[f"stage{s}_bias"]) for s in range(sp.num_stages)]
+    )
     fc_w = [(params[f"fc{f}_kernel"], params[f"fc{f}_bias"]) for f in range(sp.num_fc)]
-    return sequential_forward(sp, child.conv_impl, arch, x, stage_w, fc_w, params["out_flat_kernel"],
-                              params.get("out_hidden_kernel"), params["out_bias"], narrow=child.narrow,
-                              canonical=child.assume_canonical)
+    return sequential_forward(
+        sp,
+        child.conv_impl,
+        arch,
+        x,
+        stage_w,
+        fc_w,
+        params["out_flat_kernel"],
+        params.get("out_hidden_kernel"),
+        params["out_bias"],
+        narrow=child.narrow,
+        canonical=child.assume_canonical,
+    )
 
 
-def sequential_plan(space: SequentialSpace, conv_impl: str, arch: jax.Array, narrow: bool = False,
-                    canonical: bool = False) -> dict:
+def sequential_plan(
+    space: SequentialSpace,
+    conv_impl: str,
+    arch: jax.Array,
+    narrow: bool = False,
+    canonical: bool = False,
+) -> dict:
     """Everything the forward pass reads from an architecture's codes, decoded once.
 
     The evaluator decodes each child's plan once, before its training loop, and passes it to
@@ -509,9 +584,17 @@ def sequential_plan(space: SequentialSpace, conv_impl: str, arch: jax.Array, nar
     # The slots whose stacked kernel can get a gradient (convs), first, and their count: the
     # optimizer updates only those (see gannas_jax.parallel.SlotSparse).
     conv = stage[..., 0] == CONV
-    live = {} if narrow else {
-        f"stage{s}_kernel": (jnp.argsort(~conv[s], stable=True).astype(jnp.int32), jnp.sum(conv[s]).astype(jnp.int32))
-        for s in range(space.num_stages)}
+    live = (
+        {}
+        if narrow
+        else {
+            f"stage{s}_kernel": (
+                jnp.argsort(~conv[s], stable=True).astype(jnp.int32),
+                jnp.sum(conv[s]).astype(jnp.int32),
+            )
+            for s in range(space.num_stages)
+        }
+    )
     return {
         "stages": stages,
         "head_op": head[:, 0],
@@ -521,20 +604,37 @@ def sequential_plan(space: SequentialSpace, conv_impl: str, arch: jax.Array, nar
     }
 
 
-def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_hidden, out_bias, narrow=False,
-                       canonical=False):
+def sequential_forward(
+    space,
+    conv_impl,
+    arch,
+    x,
+    stage_w,
+    fc_w,
+    out_flat,
+    out_hidden,
+    out_bias,
+    narrow=False,
+    canonical=False,
+):
     """The arch-as-data forward pass on explicit max-size weights (see :class:`SequentialChild`;
     with ``narrow``, on the narrow child's weights, for conv-less architectures; with
     ``canonical``, ``arch`` is taken as canonical). ``arch`` is the codes or their
     :func:`sequential_plan` (made with the same ``conv_impl`` and ``narrow``)."""
     g = geometry(space)
     cm, wm = (g["cin"] if narrow else g["cm"]), g["wm"]
-    plan = arch if isinstance(arch, dict) else sequential_plan(space, conv_impl, arch, narrow, canonical)
+    plan = (
+        arch
+        if isinstance(arch, dict)
+        else sequential_plan(space, conv_impl, arch, narrow, canonical)
+    )
     branches, _ = _stage_branches(space, conv_impl, narrow)
     stage_fn = _stage_scan(branches)
 
     b = x.shape[0]
-    h = jnp.pad(lax.stop_gradient(x).astype(jnp.float32), ((0, 0), (0, 0), (0, 0), (0, cm - x.shape[-1])))
+    h = jnp.pad(
+        lax.stop_gradient(x).astype(jnp.float32), ((0, 0), (0, 0), (0, 0), (0, cm - x.shape[-1]))
+    )
     for s in range(space.num_stages):
         if s:
             h = ops.max_pool_2x2(h)
@@ -546,7 +646,9 @@ def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_h
         op = plan["head_op"][f]
         kernel, bias = fc_w[f]
         pre = (flat if f == 0 else hid) @ kernel + bias.reshape(1, wm)
-        act = jnp.where(op == 1, jax.nn.relu(pre), jnp.where(op == 2, jax.nn.sigmoid(pre), jnp.tanh(pre)))
+        act = jnp.where(
+            op == 1, jax.nn.relu(pre), jnp.where(op == 2, jax.nn.sigmoid(pre), jnp.tanh(pre))
+        )
         act = jnp.where(plan["head_live"][f].reshape(1, wm), act, 0.0)
         hid = jnp.where(op != 0, act, hid)
     logits = flat @ out_flat
@@ -558,7 +660,9 @@ def sequential_forward(space, conv_impl, arch, x, stage_w, fc_w, out_flat, out_h
 # --- arch-aware init (exact-size fan-in) -----------------------------------------------------------
 
 
-def init_sequential(space: SequentialSpace, key: jax.Array, arch: jax.Array, canonical: bool = False) -> dict:
+def init_sequential(
+    space: SequentialSpace, key: jax.Array, arch: jax.Array, canonical: bool = False
+) -> dict:
     """Max-size params whose live part is distributed like the exact-size static child's init.
 
     Kernels are Flax's lecun-normal with the *exact* layer's fan-in, biases zero, and every entry
@@ -586,18 +690,23 @@ def init_sequential(space: SequentialSpace, key: jax.Array, arch: jax.Array, can
     cs = jnp.asarray(space.channels, jnp.int32)
     widths = jnp.asarray(space.fc_widths, jnp.int32)
     params: dict[str, jax.Array] = {}
-    kernels: list[tuple[str, tuple[int, ...], jax.Array, jax.Array]] = []  # name, shape, fan-in, mask
+    kernels: list[
+        tuple[str, tuple[int, ...], jax.Array, jax.Array]
+    ] = []  # name, shape, fan-in, mask
     pos = jnp.arange(kmax) - kmax // 2
     for s in range(space.num_stages):
         ksz = ks[stage[s, :, 1]]  # [L]
         cin = cin_arr[slot_cin[s]]  # [L]
         cout = cs[stage[s, :, 2]]  # [L]
         is_conv = stage[s, :, 0] == CONV
-        kin = (jnp.abs(pos).reshape(1, kmax) <= (ksz // 2).reshape(L, 1))  # [L, K]
-        m = (kin.reshape(L, kmax, 1, 1, 1) & kin.reshape(L, 1, kmax, 1, 1)
-             & (jnp.arange(cm).reshape(1, 1, 1, cm, 1) < cin.reshape(L, 1, 1, 1, 1))
-             & (jnp.arange(cm).reshape(1, 1, 1, 1, cm) < cout.reshape(L, 1, 1, 1, 1))
-             & is_conv.reshape(L, 1, 1, 1, 1))
+        kin = jnp.abs(pos).reshape(1, kmax) <= (ksz // 2).reshape(L, 1)  # [L, K]
+        m = (
+            kin.reshape(L, kmax, 1, 1, 1)
+            & kin.reshape(L, 1, kmax, 1, 1)
+            & (jnp.arange(cm).reshape(1, 1, 1, cm, 1) < cin.reshape(L, 1, 1, 1, 1))
+            & (jnp.arange(cm).reshape(1, 1, 1, 1, cm) < cout.reshape(L, 1, 1, 1, 1))
+            & is_conv.reshape(L, 1, 1, 1, 1)
+        )
         fan_in = (ksz * ksz * cin).reshape(L, 1, 1, 1, 1)
         kernels.append((f"stage{s}_kernel", (L, kmax, kmax, cm, cm), fan_in, m))
         params[f"stage{s}_bias"] = jnp.zeros((L, cm), jnp.float32)
@@ -623,11 +732,23 @@ def init_sequential(space: SequentialSpace, key: jax.Array, arch: jax.Array, can
         hid_rows = jnp.where(live, cols, hid_rows)
         hid_fan = jnp.where(live, widths[wi], hid_fan)
     n_fc = jnp.sum(head[:, 0] != 0) if space.num_fc else 0
-    kernels.append(("out_flat_kernel", (g["flat"], space.num_classes), flat_fan,
-                    flat_rows.reshape(-1, 1) & (n_fc == 0)))
+    kernels.append(
+        (
+            "out_flat_kernel",
+            (g["flat"], space.num_classes),
+            flat_fan,
+            flat_rows.reshape(-1, 1) & (n_fc == 0),
+        )
+    )
     if space.num_fc:
-        kernels.append(("out_hidden_kernel", (wm, space.num_classes), hid_fan,
-                        hid_rows.reshape(-1, 1) & (n_fc > 0)))
+        kernels.append(
+            (
+                "out_hidden_kernel",
+                (wm, space.num_classes),
+                hid_fan,
+                hid_rows.reshape(-1, 1) & (n_fc > 0),
+            )
+        )
     params["out_bias"] = jnp.zeros((space.num_classes,), jnp.float32)
     draws = ops.lecun_normal_many(key, [k[1] for k in kernels], [k[2] for k in kernels])
     for (name, _, _, m), z in zip(kernels, draws):
@@ -660,13 +781,17 @@ class StaticSequential(nn.Module):
                 x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
             for l, layer in enumerate(stage):
                 if layer[0] == "conv":
-                    x = nn.Conv(layer[2], (layer[1], layer[1]), padding="SAME", name=f"conv{s}_{l}")(x)
+                    x = nn.Conv(
+                        layer[2], (layer[1], layer[1]), padding="SAME", name=f"conv{s}_{l}"
+                    )(x)
                 elif layer[0] == "pool":
                     pad = ((1, 1), (1, 1))
                     if layer[1] == "max":
                         x = nn.max_pool(x, (3, 3), strides=(1, 1), padding=pad)
                     else:
-                        x = nn.avg_pool(x, (3, 3), strides=(1, 1), padding=pad, count_include_pad=True)
+                        x = nn.avg_pool(
+                            x, (3, 3), strides=(1, 1), padding=pad, count_include_pad=True
+                        )
                 else:
                     x = _ACT[layer[1]](x)
         x = x.reshape(x.shape[0], -1)
@@ -731,7 +856,7 @@ def load_static_sequential(space: SequentialSpace, arch: Any, static_params: dic
     for s, l, k, cin, cout in convs:
         o = (kmax - k) // 2
         sp_ = static_params[f"conv{s}_{l}"]
-        p[f"stage{s}_kernel"][l, o:o + k, o:o + k, :cin, :cout] = np.asarray(sp_["kernel"])
+        p[f"stage{s}_kernel"][l, o : o + k, o : o + k, :cin, :cout] = np.asarray(sp_["kernel"])
         p[f"stage{s}_bias"][l, :cout] = np.asarray(sp_["bias"])
 
     def flat_rows(w):  # [hr*wr*c_last, n] -> [hr*wr*cm, n]
@@ -770,8 +895,10 @@ def extract_static_sequential(space: SequentialSpace, arch: Any, child_params: d
     out: dict[str, dict[str, np.ndarray]] = {}
     for s, l, k, cin, cout in convs:
         o = (kmax - k) // 2
-        out[f"conv{s}_{l}"] = {"kernel": cp[f"stage{s}_kernel"][l, o:o + k, o:o + k, :cin, :cout].copy(),
-                               "bias": cp[f"stage{s}_bias"][l, :cout].copy()}
+        out[f"conv{s}_{l}"] = {
+            "kernel": cp[f"stage{s}_kernel"][l, o : o + k, o : o + k, :cin, :cout].copy(),
+            "bias": cp[f"stage{s}_bias"][l, :cout].copy(),
+        }
 
     def unflat(w):
         n = w.shape[-1]
@@ -815,8 +942,19 @@ def arch_seed(arch: Any) -> int:
 
 
 __all__ = [
-    "SequentialChild", "StaticSequential", "static_sequential", "init_sequential",
-    "load_static_sequential", "extract_static_sequential", "sequential_cost", "geometry", "arch_seed",
-    "is_convless", "narrow_params", "sequential_plan", "apply_sequential",
-    "ACTIVATIONS", "HEAD_OPS",
+    "SequentialChild",
+    "StaticSequential",
+    "static_sequential",
+    "init_sequential",
+    "load_static_sequential",
+    "extract_static_sequential",
+    "sequential_cost",
+    "geometry",
+    "arch_seed",
+    "is_convless",
+    "narrow_params",
+    "sequential_plan",
+    "apply_sequential",
+    "ACTIVATIONS",
+    "HEAD_OPS",
 ]

@@ -47,5 +47,4 @@ class Evaluator(Protocol):
 
     space: Space
 
-    def evaluate(self, archs: np.ndarray, key: jax.Array) -> EvalResult:
-        ...
+    def evaluate(self, archs: np.ndarray, key: jax.Array) -> EvalResult: ...

@@ -41,7 +41,9 @@ def resolve_benchmark_dir(benchmark_dir: str | os.PathLike | None = None) -> pat
 
 def _check_dataset(dataset: str) -> None:
     if dataset not in NB201_DATASETS:
-        raise BenchmarkError(f"unknown NAS-Bench-201 dataset {dataset!r}; expected one of {list(NB201_DATASETS)}")
+        raise BenchmarkError(
+            f"unknown NAS-Bench-201 dataset {dataset!r}; expected one of {list(NB201_DATASETS)}"
+        )
 
 
 class NB201Table:
@@ -55,13 +57,19 @@ class NB201Table:
       train_time: ``float64[15625]`` seconds of training, or None when the source lacks it.
     """
 
-    def __init__(self, dataset: str, valid: np.ndarray, test: np.ndarray,
-                 train_time: np.ndarray | None = None, source: str = ""):
+    def __init__(
+        self,
+        dataset: str,
+        valid: np.ndarray,
+        test: np.ndarray,
+        train_time: np.ndarray | None = None,
+        source: str = "",
+    ):
         self.dataset, self.valid, self.test = dataset, valid, test
         self.train_time, self.source = train_time, source
 
     @classmethod
-    def load(cls, dataset: str, benchmark_dir: str | os.PathLike | None = None) -> "NB201Table":
+    def load(cls, dataset: str, benchmark_dir: str | os.PathLike | None = None) -> NB201Table:
         """Reads ``nasbench201_<dataset>.csv`` from the benchmark folder.
 
         Raises:
@@ -80,7 +88,9 @@ class NB201Table:
                 for row in csv.DictReader(f):
                     i = int(row["file id"])
                     if space.to_index(space.from_string(row["arch str"])) != i:
-                        raise BenchmarkError(f"{path}: row {i} names cell {row['arch str']!r}, which has another index")
+                        raise BenchmarkError(
+                            f"{path}: row {i} names cell {row['arch str']!r}, which has another index"
+                        )
                     valid[i] = float(row["validation accuracy"])
                     test[i] = float(row["test accuracy"])
         except (KeyError, ValueError) as err:
@@ -88,11 +98,13 @@ class NB201Table:
                 raise
             raise BenchmarkError(f"malformed NAS-Bench-201 table {str(path)!r}: {err}") from err
         if np.isnan(valid).any():
-            raise BenchmarkError(f"{path}: {int(np.isnan(valid).sum())} of {space.size} cells are missing")
+            raise BenchmarkError(
+                f"{path}: {int(np.isnan(valid).sum())} of {space.size} cells are missing"
+            )
         return cls(dataset, valid, test, None, str(path))
 
     @classmethod
-    def from_official(cls, dataset: str, api: Any, hp: str = "200") -> "NB201Table":
+    def from_official(cls, dataset: str, api: Any, hp: str = "200") -> NB201Table:
         """Builds the table from an official API object (``nas_201_api.NASBench201API`` or
         ``nats_bench`` topology API), when those packages and files are installed.
 
@@ -130,8 +142,12 @@ class TabularEvaluator:
     architecture counts once in ``num_queries``, however often it is asked for.
     """
 
-    def __init__(self, dataset: str = "cifar10", benchmark_dir: str | os.PathLike | None = None,
-                 table: NB201Table | None = None):
+    def __init__(
+        self,
+        dataset: str = "cifar10",
+        benchmark_dir: str | os.PathLike | None = None,
+        table: NB201Table | None = None,
+    ):
         self.space = NB201Space()
         self.table = table if table is not None else NB201Table.load(dataset, benchmark_dir)
         self._seen: set[int] = set()
@@ -147,8 +163,10 @@ class TabularEvaluator:
         self._seen.update(int(i) for i in idx)
         t = self.table
         metrics = [
-            {"index": int(i),
-             "wall_time_s": None if t.train_time is None else float(t.train_time[i])}
+            {
+                "index": int(i),
+                "wall_time_s": None if t.train_time is None else float(t.train_time[i]),
+            }
             for i in idx
         ]
         return EvalResult(scores=t.valid[idx], test=t.test[idx], metrics=metrics)

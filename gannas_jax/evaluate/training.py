@@ -120,14 +120,22 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"TrainConfig.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+            raise ValueError(
+                f"TrainConfig.strategy must be one of {STRATEGIES}, got {self.strategy!r}"
+            )
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"TrainConfig.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ValueError(
+                f"TrainConfig.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
+            )
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise ValueError(
+                f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}"
+            )
         if self.conv_impl not in ("auto", "exact", "kernel", "blocked", "masked"):
-            raise ValueError(f"TrainConfig.conv_impl must be auto, exact, kernel, blocked or masked, "
-                             f"got {self.conv_impl!r}")
+            raise ValueError(
+                f"TrainConfig.conv_impl must be auto, exact, kernel, blocked or masked, "
+                f"got {self.conv_impl!r}"
+            )
         for f in ("steps", "batch_size", "population", "eval_batch_size"):
             if getattr(self, f) < 1:
                 raise ValueError(f"TrainConfig.{f} must be >= 1, got {getattr(self, f)}")
@@ -151,8 +159,9 @@ class TrainConfig:
         return "kernel"
 
 
-def make_optimizer(cfg: TrainConfig, freeze_after: int | None = None,
-                   slot_leaves: tuple[str, ...] = ()) -> optax.GradientTransformation | parallel.SlotSparse:
+def make_optimizer(
+    cfg: TrainConfig, freeze_after: int | None = None, slot_leaves: tuple[str, ...] = ()
+) -> optax.GradientTransformation | parallel.SlotSparse:
     """The optax optimizer of a recipe.
 
     Args:
@@ -166,12 +175,17 @@ def make_optimizer(cfg: TrainConfig, freeze_after: int | None = None,
         batch, 4.41-4.61 s against 4.67-4.86 s on the other, the same accuracies, compile time
         unchanged within noise (3.73-3.82 s against 3.59-3.85 s).
     """
-    lr = optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps) if cfg.schedule == "cosine" else cfg.learning_rate
+    lr = (
+        optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps)
+        if cfg.schedule == "cosine"
+        else cfg.learning_rate
+    )
     if freeze_after is not None:
         base = lr
 
         def lr(count):
             return jnp.where(count < freeze_after, base(count) if callable(base) else base, 0.0)
+
     # One flat vector for the optimizer (optax.flatten): optax's elementwise update is otherwise
     # compiled once per parameter shape, which was ~10% of the XLA compile time of the default
     # digits training program (in-process A/B, 4 pairs: median 4.43 s against 4.89 s). The same
@@ -182,8 +196,9 @@ def make_optimizer(cfg: TrainConfig, freeze_after: int | None = None,
     return optax.flatten(rule)
 
 
-def correct(child: Child, variables: dict, arch: jax.Array, x: jax.Array, y: jax.Array,
-            chunk: int) -> jax.Array:
+def correct(
+    child: Child, variables: dict, arch: jax.Array, x: jax.Array, y: jax.Array, chunk: int
+) -> jax.Array:
     """``bool[n]``: whether each example of ``x [n, ...]`` is classified as ``y [n]``.
 
     Inference runs in equal chunks of at most ``chunk`` examples (one traced forward pass, in
@@ -204,8 +219,14 @@ def correct(child: Child, variables: dict, arch: jax.Array, x: jax.Array, y: jax
     return hits.reshape(-1)[:n]
 
 
-def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array, data: dict,
-                 variables: dict | None = None) -> dict:
+def train_member(
+    child: Child,
+    cfg: TrainConfig,
+    key: jax.Array,
+    arch: jax.Array,
+    data: dict,
+    variables: dict | None = None,
+) -> dict:
     """Initializes, trains and scores one child. Traceable; the population maps this.
 
     Args:
@@ -238,7 +259,9 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
     def init_state(tx):
         if variables is None:
             return parallel.init_state(child, tx, key, arch)
-        return parallel.ChildState(variables["params"], variables["batch_stats"], tx.init(variables["params"]))
+        return parallel.ChildState(
+            variables["params"], variables["batch_stats"], tx.init(variables["params"])
+        )
 
     if child.train_mode_is_inference:
         tx = make_optimizer(cfg, freeze_after=cfg.steps, slot_leaves=child.slot_leaves)
@@ -246,13 +269,14 @@ def train_member(child: Child, cfg: TrainConfig, key: jax.Array, arch: jax.Array
 
         def body(st, step):
             idx, scoring = step
-            st, loss, logits = parallel.train_step(child, tx, st, child.scoring_plan(plan, scoring), x[idx], y[idx],
-                                                   return_logits=True)
+            st, loss, logits = parallel.train_step(
+                child, tx, st, child.scoring_plan(plan, scoring), x[idx], y[idx], return_logits=True
+            )
             return st, (loss, jnp.argmax(logits, axis=-1) == y[idx])
 
         idx = jnp.concatenate([data["idx"], data["eval_idx"]])
         _, (losses, hits) = lax.scan(body, state, (idx, jnp.arange(idx.shape[0]) >= cfg.steps))
-        losses, hits = losses[:cfg.steps], hits[cfg.steps:].reshape(-1)[:n_eval]
+        losses, hits = losses[: cfg.steps], hits[cfg.steps :].reshape(-1)[:n_eval]
     else:
         tx = make_optimizer(cfg, slot_leaves=child.slot_leaves)
         state = init_state(tx)
@@ -276,8 +300,9 @@ def _narrow_child(child: Child, cfg: TrainConfig, strategy: str) -> Child | None
     return child.narrow_variant() if strategy == "map" and cfg.narrow else None
 
 
-def train_population(child: Child, cfg: TrainConfig, strategy: str, keys: jax.Array, archs: jax.Array,
-                     data: dict) -> dict:
+def train_population(
+    child: Child, cfg: TrainConfig, strategy: str, keys: jax.Array, archs: jax.Array, data: dict
+) -> dict:
     """:func:`train_member` over a population ``keys [P]``, ``archs [P, V]`` by ``vmap`` or ``lax.map``.
 
     With ``map`` and ``cfg.narrow``, each member whose architecture the child's narrow variant
@@ -290,9 +315,11 @@ def train_population(child: Child, cfg: TrainConfig, strategy: str, keys: jax.Ar
             return train_member(child, cfg, key, arch, data)
         # One init for both (the narrow variant's weights are cut out of it), compiled once.
         v = child.init(key, arch)
-        return lax.cond(child.is_narrow(arch),
-                        lambda: train_member(narrow, cfg, key, arch, data, narrow.narrow_from(v)),
-                        lambda: train_member(child, cfg, key, arch, data, v))
+        return lax.cond(
+            child.is_narrow(arch),
+            lambda: train_member(narrow, cfg, key, arch, data, narrow.narrow_from(v)),
+            lambda: train_member(child, cfg, key, arch, data, v),
+        )
 
     if strategy == "vmap":
         return jax.vmap(member)(keys, archs)
@@ -341,15 +368,22 @@ class TrainingEvaluator:
       config: the recipe (default :class:`TrainConfig`).
     """
 
-    def __init__(self, space: Space, dataset: Dataset | str = "digits", config: TrainConfig | None = None):
+    def __init__(
+        self, space: Space, dataset: Dataset | str = "digits", config: TrainConfig | None = None
+    ):
         self.space = space
         self.config = config or TrainConfig()
         self.dataset = load_dataset(dataset) if isinstance(dataset, str) else dataset
         cfg = self.config
         self.strategy = cfg.resolved_strategy()
-        self.child = make_child(space, self.dataset.input_shape, self.dataset.num_classes,
-                                conv_impl=cfg.resolved_conv_impl(space), nb201_channels=cfg.nb201_channels,
-                                nb201_cells=cfg.nb201_cells)
+        self.child = make_child(
+            space,
+            self.dataset.input_shape,
+            self.dataset.num_classes,
+            conv_impl=cfg.resolved_conv_impl(space),
+            nb201_channels=cfg.nb201_channels,
+            nb201_cells=cfg.nb201_cells,
+        )
         ds = self.dataset
         self.batch_idx = batch_indices(len(ds.x_train), cfg.batch_size, cfg.steps, cfg.data_seed)
         n_train, n_eval = len(ds.x_train), len(ds.x_val) + len(ds.x_test)
@@ -367,7 +401,9 @@ class TrainingEvaluator:
         self._program = self._build_program()
         self.trace_count = 0  # how many times the training program was traced (compile guard)
         self.compile_count = 0  # how many times it was compiled
-        self.compile_breakdown: dict[str, float] = {}  # lower_s, compile_s, execute_s of the first chunk
+        self.compile_breakdown: dict[
+            str, float
+        ] = {}  # lower_s, compile_s, execute_s of the first chunk
         self._compiled = None
         self.compile_seconds = 0.0
         self.run_seconds = 0.0
@@ -427,7 +463,9 @@ class TrainingEvaluator:
         places: list[list[int]] = [[] for _ in range(n)]
         load = np.zeros(n)
         for i in sorted(range(p), key=lambda i: -cost[i]):  # stable: ties keep their order
-            d = min((d for d in range(n) if len(places[d]) < m), key=lambda d: (load[d], len(places[d])))
+            d = min(
+                (d for d in range(n) if len(places[d]) < m), key=lambda d: (load[d], len(places[d]))
+            )
             places[d].append(i)
             load[d] += cost[i]
         return np.concatenate([np.asarray(pl, np.int64) for pl in places])
@@ -450,7 +488,9 @@ class TrainingEvaluator:
             raise ValueError(f"train: need 1..{p} architectures, got {n}")
         # Padding members are the all-zero codes (in the sequential space, the empty network: the
         # narrow variant trains it at almost no cost); their results are dropped.
-        empty = np.asarray(self.space.canonicalize(np.zeros((1, archs.shape[1]), np.int32)), np.int32)
+        empty = np.asarray(
+            self.space.canonicalize(np.zeros((1, archs.shape[1]), np.int32)), np.int32
+        )
         padded = np.concatenate([archs, np.repeat(empty, p - n, axis=0)])
         order = self._balance(padded)
         padded = padded[order]
@@ -469,7 +509,9 @@ class TrainingEvaluator:
             self.compile_breakdown = {"lower_s": t1 - t0, "compile_s": t2 - t1}
         t3 = time.perf_counter()
         inverse = np.argsort(order)
-        out = jax.tree.map(lambda a: np.asarray(a)[inverse][:n], jax.device_get(self._compiled(*args)))
+        out = jax.tree.map(
+            lambda a: np.asarray(a)[inverse][:n], jax.device_get(self._compiled(*args))
+        )
         t4 = time.perf_counter()
         self.compile_seconds += t3 - t0
         self.run_seconds += t4 - t3
@@ -492,7 +534,9 @@ class TrainingEvaluator:
         """
         archs = self.space.validate(archs)
         if archs.ndim != 2:
-            raise ValueError(f"evaluate: expected int32[n, {self.space.num_variables}], got shape {archs.shape}")
+            raise ValueError(
+                f"evaluate: expected int32[n, {self.space.num_variables}], got shape {archs.shape}"
+            )
         canon = np.asarray(self.space.canonicalize(archs), np.int32)
         todo: list[tuple[int, ...]] = []
         for a in canon:
@@ -501,13 +545,17 @@ class TrainingEvaluator:
                 todo.append(t)
         p = self.config.population
         for c, start in enumerate(range(0, len(todo), p)):
-            chunk = np.asarray(todo[start:start + p], np.int32)
+            chunk = np.asarray(todo[start : start + p], np.int32)
             out = self.train(chunk, jax.random.fold_in(key, c))
-            for i, t in enumerate(todo[start:start + p]):
-                self._cache[t] = (float(out["val"][i]), float(out["test"][i]), {
-                    "train_loss": float(out["loss"][i]),
-                    "wall_time_s": out["wall_s"] / len(chunk),
-                })
+            for i, t in enumerate(todo[start : start + p]):
+                self._cache[t] = (
+                    float(out["val"][i]),
+                    float(out["test"][i]),
+                    {
+                        "train_loss": float(out["loss"][i]),
+                        "wall_time_s": out["wall_s"] / len(chunk),
+                    },
+                )
         scores, tests, metrics = [], [], []
         fresh = set(todo)
         for a in canon:
@@ -515,11 +563,24 @@ class TrainingEvaluator:
             val, test, m = self._cache[t]
             scores.append(val)
             tests.append(test)
-            metrics.append({
-                "arch": self.space.to_string(a), **self.child.cost(a), **m,
-                "val_acc": val, "test_acc": test, "cached": t not in fresh,
-            })
+            metrics.append(
+                {
+                    "arch": self.space.to_string(a),
+                    **self.child.cost(a),
+                    **m,
+                    "val_acc": val,
+                    "test_acc": test,
+                    "cached": t not in fresh,
+                }
+            )
         return EvalResult(np.asarray(scores, np.float64), np.asarray(tests, np.float64), metrics)
 
 
-__all__ = ["TrainConfig", "TrainingEvaluator", "make_optimizer", "train_member", "train_population", "correct"]
+__all__ = [
+    "TrainConfig",
+    "TrainingEvaluator",
+    "make_optimizer",
+    "train_member",
+    "train_population",
+    "correct",
+]

@@ -15,7 +15,20 @@ from gannas_jax.gan.train import (
 )
 
 __all__ = [
-    "Discriminator", "GENERATOR_MODES", "GanConfig", "GanLoss", "GanState", "Generator", "LOSSES",
-    "SpectralDense", "discriminate", "fit_gan", "gan_step", "generate", "get_loss", "init_gan",
-    "pad_real", "register_loss",
+    "Discriminator",
+    "GENERATOR_MODES",
+    "GanConfig",
+    "GanLoss",
+    "GanState",
+    "Generator",
+    "LOSSES",
+    "SpectralDense",
+    "discriminate",
+    "fit_gan",
+    "gan_step",
+    "generate",
+    "get_loss",
+    "init_gan",
+    "pad_real",
+    "register_loss",
 ]

@@ -81,22 +81,28 @@ class Encoding:
         if self.identity:
             return compact.reshape(shape)
         pad = jnp.full(compact.shape[:-1] + (1,), fill, compact.dtype)
-        return jnp.take(jnp.concatenate([compact, pad], axis=-1), self.compact_index, axis=-1).reshape(shape)
+        return jnp.take(
+            jnp.concatenate([compact, pad], axis=-1), self.compact_index, axis=-1
+        ).reshape(shape)
 
     def onehot(self, codes: jax.Array, dtype=jnp.float32) -> jax.Array:
         """``int[..., V]`` codes -> ``float[..., N]`` compact one-hot."""
         parts = []
         for b in self.blocks:
             sub = codes[..., np.asarray(b.variables)]
-            parts.append(jax.nn.one_hot(sub, b.card, dtype=dtype).reshape(sub.shape[:-1] + (b.size,)))
+            parts.append(
+                jax.nn.one_hot(sub, b.card, dtype=dtype).reshape(sub.shape[:-1] + (b.size,))
+            )
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 
     # --- per-block ops on compact arrays -------------------------------------------------------------
 
     def split(self, x: jax.Array) -> list[jax.Array]:
         """``[..., N]`` -> one ``[..., n_vars, card]`` view per block."""
-        return [x[..., b.offset:b.offset + b.size].reshape(x.shape[:-1] + (len(b.variables), b.card))
-                for b in self.blocks]
+        return [
+            x[..., b.offset : b.offset + b.size].reshape(x.shape[:-1] + (len(b.variables), b.card))
+            for b in self.blocks
+        ]
 
     def join(self, parts: list[jax.Array]) -> jax.Array:
         """Inverse of :meth:`split`."""
@@ -133,14 +139,16 @@ class Encoding:
         for p in self.split(logits):
             logp = jax.nn.log_softmax(p, axis=-1)
             per_block.append(jnp.sum(jnp.exp(logp) * logp, axis=-1))  # [..., n_vars]
-        return -jnp.mean(per_block[0] if len(per_block) == 1 else jnp.concatenate(per_block, axis=-1), axis=-1)
+        return -jnp.mean(
+            per_block[0] if len(per_block) == 1 else jnp.concatenate(per_block, axis=-1), axis=-1
+        )
 
     def mean_log_prob(self, logits: jax.Array, onehot: jax.Array) -> jax.Array:
         """Mean over variables of ``log p(choice)`` for compact one-hot choices: ``float[...]``."""
         return jnp.sum(self.log_softmax(logits) * onehot, axis=-1) / self.num_variables
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def encoding(space: Space) -> Encoding:
     """The (cached) :class:`Encoding` of a space."""
     return Encoding(space)

@@ -14,7 +14,7 @@ Every loss works on discriminator logits (unbounded scores) and provides:
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -63,34 +63,48 @@ def get_loss(name: str) -> GanLoss:
 
 
 # Non-saturating (Goodfellow et al. 2014), the original: binary cross-entropy on logits.
-register_loss(GanLoss(
-    name="nonsaturating",
-    d_loss=lambda real, fake: jnp.mean(jax.nn.softplus(-real)) + jnp.mean(jax.nn.softplus(fake)),
-    g_loss=lambda fake: jnp.mean(jax.nn.softplus(-fake)),
-    reward=jax.nn.log_sigmoid,
-))
+register_loss(
+    GanLoss(
+        name="nonsaturating",
+        d_loss=lambda real, fake: (
+            jnp.mean(jax.nn.softplus(-real)) + jnp.mean(jax.nn.softplus(fake))
+        ),
+        g_loss=lambda fake: jnp.mean(jax.nn.softplus(-fake)),
+        reward=jax.nn.log_sigmoid,
+    )
+)
 
 # Least squares (Mao et al. 2017), targets 1 for real and 0 for fake.
-register_loss(GanLoss(
-    name="lsgan",
-    d_loss=lambda real, fake: 0.5 * (jnp.mean(jnp.square(real - 1.0)) + jnp.mean(jnp.square(fake))),
-    g_loss=lambda fake: 0.5 * jnp.mean(jnp.square(fake - 1.0)),
-    reward=lambda fake: -jnp.square(fake - 1.0),
-))
+register_loss(
+    GanLoss(
+        name="lsgan",
+        d_loss=lambda real, fake: (
+            0.5 * (jnp.mean(jnp.square(real - 1.0)) + jnp.mean(jnp.square(fake)))
+        ),
+        g_loss=lambda fake: 0.5 * jnp.mean(jnp.square(fake - 1.0)),
+        reward=lambda fake: -jnp.square(fake - 1.0),
+    )
+)
 
 # Wasserstein with gradient penalty (Gulrajani et al. 2017); the penalty is added by the step.
-register_loss(GanLoss(
-    name="wgan_gp",
-    d_loss=lambda real, fake: jnp.mean(fake) - jnp.mean(real),
-    g_loss=lambda fake: -jnp.mean(fake),
-    reward=lambda fake: fake,
-    gradient_penalty=True,
-))
+register_loss(
+    GanLoss(
+        name="wgan_gp",
+        d_loss=lambda real, fake: jnp.mean(fake) - jnp.mean(real),
+        g_loss=lambda fake: -jnp.mean(fake),
+        reward=lambda fake: fake,
+        gradient_penalty=True,
+    )
+)
 
 # Hinge (Lim & Ye 2017; Miyato et al. 2018).
-register_loss(GanLoss(
-    name="hinge",
-    d_loss=lambda real, fake: jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake)),
-    g_loss=lambda fake: -jnp.mean(fake),
-    reward=lambda fake: fake,
-))
+register_loss(
+    GanLoss(
+        name="hinge",
+        d_loss=lambda real, fake: (
+            jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake))
+        ),
+        g_loss=lambda fake: -jnp.mean(fake),
+        reward=lambda fake: fake,
+    )
+)

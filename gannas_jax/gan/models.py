@@ -7,7 +7,7 @@ discriminator with spectral normalization or dropout, are options.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -148,7 +148,9 @@ class Discriminator(nn.Module):
         h = x if x.ndim == 2 else encoding(self.space).compress(x)
 
         def dense(width, name):
-            return SpectralDense(width, name=name) if self.spectral_norm else Dense(width, name=name)
+            return (
+                SpectralDense(width, name=name) if self.spectral_norm else Dense(width, name=name)
+            )
 
         for i, width in enumerate(self.hidden):
             h = nn.leaky_relu(dense(width, f"hidden{i}")(h), self.negative_slope)

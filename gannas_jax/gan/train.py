@@ -53,7 +53,9 @@ TRACE_COUNTS: collections.Counter = collections.Counter()
 def _int_tuple(value, what):
     out = tuple(int(v) for v in value)
     if not out or any(v <= 0 for v in out):
-        raise ValueError(f"GanConfig: {what} must be a non-empty sequence of positive ints, got {value!r}")
+        raise ValueError(
+            f"GanConfig: {what} must be a non-empty sequence of positive ints, got {value!r}"
+        )
     return out
 
 
@@ -131,12 +133,16 @@ class GanConfig:
         object.__setattr__(self, "d_hidden", _int_tuple(self.d_hidden, "d_hidden"))
         get_loss(self.loss)  # raises on an unknown name
         if self.generator_mode not in GENERATOR_MODES:
-            raise ValueError(f"GanConfig: generator_mode {self.generator_mode!r} is not one of "
-                             f"{list(GENERATOR_MODES)}")
+            raise ValueError(
+                f"GanConfig: generator_mode {self.generator_mode!r} is not one of "
+                f"{list(GENERATOR_MODES)}"
+            )
         if self.noise not in NOISE_KINDS:
             raise ValueError(f"GanConfig: noise {self.noise!r} is not one of {list(NOISE_KINDS)}")
         if self.sample_mode not in DECODE_MODES:
-            raise ValueError(f"GanConfig: sample_mode {self.sample_mode!r} is not one of {list(DECODE_MODES)}")
+            raise ValueError(
+                f"GanConfig: sample_mode {self.sample_mode!r} is not one of {list(DECODE_MODES)}"
+            )
         for name in ("z_dim", "batch_size", "n_critic", "real_capacity", "tau_decay_steps"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
@@ -144,7 +150,9 @@ class GanConfig:
         if not 0.0 <= self.d_dropout < 1.0:
             raise ValueError(f"GanConfig: d_dropout must be in [0, 1), got {self.d_dropout!r}")
         if not 0.0 < self.tau_end <= self.tau_start:
-            raise ValueError(f"GanConfig: need 0 < tau_end <= tau_start, got {self.tau_end}, {self.tau_start}")
+            raise ValueError(
+                f"GanConfig: need 0 < tau_end <= tau_start, got {self.tau_end}, {self.tau_start}"
+            )
 
     def generator(self, space: Space) -> Generator:
         return Generator(space=space, hidden=self.g_hidden, residual=self.g_residual)
@@ -157,12 +165,19 @@ class GanConfig:
         return bool(self.d_spectral_norm)
 
     def discriminator(self, space: Space) -> Discriminator:
-        return Discriminator(space=space, hidden=self.d_hidden, spectral_norm=self.spectral_norm, dropout=self.d_dropout)
+        return Discriminator(
+            space=space,
+            hidden=self.d_hidden,
+            spectral_norm=self.spectral_norm,
+            dropout=self.d_dropout,
+        )
 
     def optimizers(self) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
         """(generator, discriminator) optimizers."""
-        return (optax.adam(self.g_learning_rate, self.adam_b1, self.adam_b2),
-                optax.adam(self.d_learning_rate, self.adam_b1, self.adam_b2))
+        return (
+            optax.adam(self.g_learning_rate, self.adam_b1, self.adam_b2),
+            optax.adam(self.d_learning_rate, self.adam_b1, self.adam_b2),
+        )
 
     def temperature(self, step: jax.Array) -> jax.Array:
         """Gumbel-softmax temperature at global step ``step``: exponential decay to a floor."""
@@ -211,12 +226,20 @@ def _init(key, space, config):
     g_params = config.generator(space).init(g_key, z)
     d_params = config.discriminator(space).init(d_key, x)
     g_tx, d_tx = config.optimizers()
-    return GanState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
-                    g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params),
-                    baseline=jnp.zeros((), jnp.float32), space=space, config=config)
+    return GanState(
+        step=jnp.zeros((), jnp.int32),
+        g_params=g_params,
+        d_params=d_params,
+        g_opt_state=g_tx.init(g_params),
+        d_opt_state=d_tx.init(d_params),
+        baseline=jnp.zeros((), jnp.float32),
+        space=space,
+        config=config,
+    )
 
 
 # --- per-step noise ---------------------------------------------------------------------------------
+
 
 def _avalanche(x: jax.Array) -> jax.Array:
     """A 32-bit integer finalizer with full avalanche (``lowbias32``, C. Wellons)."""
@@ -244,7 +267,10 @@ class _Noise:
 
     def _bits(self, i: int, shape: tuple[int, ...]) -> jax.Array:
         size = math.prod(shape)
-        x = jax.lax.iota(jnp.uint32, size).reshape(shape) * jnp.uint32(0x9E3779B9) + self.seeds[i, 0]
+        x = (
+            jax.lax.iota(jnp.uint32, size).reshape(shape) * jnp.uint32(0x9E3779B9)
+            + self.seeds[i, 0]
+        )
         return _avalanche(_avalanche(x) ^ self.seeds[i, 1])
 
     def _open_uniform(self, i, shape):
@@ -278,6 +304,7 @@ class _Noise:
 
 
 # --- one step -------------------------------------------------------------------------------------
+
 
 def _d_apply(space, config, d_params, x, key):
     """Discriminator logits; dropout is active (with ``key``) only when configured."""
@@ -339,8 +366,13 @@ def _draws(space: Space, config: GanConfig, noise: _Noise) -> tuple[jax.Array, j
     return noise.normal(0, (b, config.z_dim)), noise.gumbel(1, (b, encoding(space).size))
 
 
-def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax.Array,
-          draws: tuple[jax.Array, jax.Array] | None = None):
+def _step(
+    state: GanState,
+    key: jax.Array,
+    real_onehot: jax.Array,
+    num_real: jax.Array,
+    draws: tuple[jax.Array, jax.Array] | None = None,
+):
     """One adversarial step: ``n_critic`` critic updates, then one generator update.
 
     The step works on the compact encoding (:mod:`gannas_jax.gan.encoding`): generator logits,
@@ -390,17 +422,21 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
         real = real_onehot[noise.randint(2 + 4 * j, (b,), num_real)]
         eps = noise.uniform(2 + 4 * j + 1, (b, 1)) if loss.gradient_penalty else None
         d_params, d_opt_state, metrics = _critic_update(
-            state, d_params, d_opt_state, real, fake_j, eps, jax.random.fold_in(drop_key, j))
+            state, d_params, d_opt_state, real, fake_j, eps, jax.random.fold_in(drop_key, j)
+        )
 
     g_drop_key = jax.random.fold_in(drop_key, nc)
     baseline = state.baseline
     if straight:
+
         def g_objective(lg):
             adv = loss.g_loss(_d_apply(space, config, d_params, relaxed(lg), g_drop_key))
             ent = _entropy_bonus(config, enc, lg)
             return adv - config.entropy_weight * ent, (adv, ent)
     else:
-        reward = jax.lax.stop_gradient(loss.reward(_d_apply(space, config, d_params, fake, g_drop_key)))
+        reward = jax.lax.stop_gradient(
+            loss.reward(_d_apply(space, config, d_params, fake, g_drop_key))
+        )
         mean_reward = jnp.mean(reward)
         # The first step has no history: start the baseline at the batch mean.
         old = jnp.where(state.step == 0, mean_reward, state.baseline)
@@ -423,8 +459,14 @@ def _step(state: GanState, key: jax.Array, real_onehot: jax.Array, num_real: jax
     updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
 
-    new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
-                              g_opt_state=g_opt_state, d_opt_state=d_opt_state, baseline=baseline)
+    new_state = state.replace(
+        step=state.step + 1,
+        g_params=g_params,
+        d_params=d_params,
+        g_opt_state=g_opt_state,
+        d_opt_state=d_opt_state,
+        baseline=baseline,
+    )
     metrics = dict(metrics, g_loss=g_loss, temperature=tau)
     if config.entropy_weight:
         metrics["entropy"] = entropy
@@ -442,8 +484,9 @@ def _tree_finite(tree) -> jax.Array:
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
-def gan_step(state: GanState, real_padded: jax.Array, num_real: jax.Array,
-             key: jax.Array) -> tuple[GanState, dict]:
+def gan_step(
+    state: GanState, real_padded: jax.Array, num_real: jax.Array, key: jax.Array
+) -> tuple[GanState, dict]:
     """One jit-compiled adversarial step (the state is donated).
 
     Args:
@@ -511,20 +554,25 @@ def pad_real(space: Space, config: GanConfig, real_archs: Any) -> tuple[np.ndarr
     """
     real = space.validate(real_archs)
     if real.ndim != 2:
-        raise ValueError(f"fit_gan: real_archs must have shape [n, {space.num_variables}], got {real.shape}")
+        raise ValueError(
+            f"fit_gan: real_archs must have shape [n, {space.num_variables}], got {real.shape}"
+        )
     n = real.shape[0]
     if n == 0:
         raise ValueError("fit_gan: the real set is empty")
     if n > config.real_capacity:
-        raise ValueError(f"fit_gan: {n} real architectures exceed real_capacity={config.real_capacity}; "
-                         "raise GanConfig.real_capacity")
+        raise ValueError(
+            f"fit_gan: {n} real architectures exceed real_capacity={config.real_capacity}; "
+            "raise GanConfig.real_capacity"
+        )
     padded = np.zeros((config.real_capacity, space.num_variables), np.int32)
     padded[:n] = real
     return padded, np.asarray(n, np.int32)
 
 
-def fit_gan(state: GanState, real_archs: Any, key: jax.Array,
-            num_steps: int) -> tuple[GanState, dict[str, jax.Array]]:
+def fit_gan(
+    state: GanState, real_archs: Any, key: jax.Array, num_steps: int
+) -> tuple[GanState, dict[str, jax.Array]]:
     """Runs ``num_steps`` adversarial steps as one compiled ``lax.scan``.
 
     The program is compiled once per (space, config, num_steps); real sets of any size up to
@@ -573,6 +621,7 @@ def fit_gan(state: GanState, real_archs: Any, key: jax.Array,
 
 # --- sampling and scoring -------------------------------------------------------------------------
 
+
 def _bucket(n: int) -> int:
     """Pads batch sizes to powers of two (at least 64) so varying sizes compile few programs."""
     return max(64, 1 << (int(n) - 1).bit_length())
@@ -607,7 +656,9 @@ def generate(state: GanState, key: jax.Array, n: int) -> jax.Array:
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _discriminate(d_params, archs, space, config):
     TRACE_COUNTS["discriminate"] += 1
-    return config.discriminator(space).apply(d_params, _real_onehot(space, archs), deterministic=True)
+    return config.discriminator(space).apply(
+        d_params, _real_onehot(space, archs), deterministic=True
+    )
 
 
 def discriminate(state: GanState, archs: Any) -> jax.Array:
@@ -625,7 +676,9 @@ def discriminate(state: GanState, archs: Any) -> jax.Array:
         raise TypeError("discriminate: call it on concrete architectures (it jits internally)")
     arr = space.validate(archs)
     if arr.ndim != 2:
-        raise ValueError(f"discriminate: archs must have shape [n, {space.num_variables}], got {arr.shape}")
+        raise ValueError(
+            f"discriminate: archs must have shape [n, {space.num_variables}], got {arr.shape}"
+        )
     n = arr.shape[0]
     padded = np.zeros((_bucket(max(n, 1)), space.num_variables), np.int32)
     padded[:n] = arr

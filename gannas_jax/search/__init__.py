@@ -1,8 +1,23 @@
 """Search algorithms (ask/tell) and the resumable driver."""
 
-from gannas_jax.search.base import (Algorithm, RandomSearch, RegularizedEvolution, SearchError,
-                                    mutate_host, sample_host)
+from gannas_jax.search.base import (
+    Algorithm,
+    RandomSearch,
+    RegularizedEvolution,
+    SearchError,
+    mutate_host,
+    sample_host,
+)
 from gannas_jax.search.driver import SearchResult, plot_progress, run_search
 
-__all__ = ["Algorithm", "RandomSearch", "RegularizedEvolution", "SearchError", "SearchResult",
-           "mutate_host", "plot_progress", "run_search", "sample_host"]
+__all__ = [
+    "Algorithm",
+    "RandomSearch",
+    "RegularizedEvolution",
+    "SearchError",
+    "SearchResult",
+    "mutate_host",
+    "plot_progress",
+    "run_search",
+    "sample_host",
+]

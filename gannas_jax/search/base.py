@@ -76,7 +76,9 @@ class Algorithm:
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise SearchError(f"{self.name}: batch_size must be a positive int, got {self.batch_size!r}")
+            raise SearchError(
+                f"{self.name}: batch_size must be a positive int, got {self.batch_size!r}"
+            )
 
     # --- history ------------------------------------------------------------------------------
 
@@ -92,12 +94,14 @@ class Algorithm:
         archs, scores = np.asarray(archs, np.int32), np.asarray(scores, np.float64)
         c, n = int(state["count"]), len(archs)
         if c + n > len(state["scores"]):
-            raise SearchError(f"{self.name}: told {c + n} results, more than the budget {len(state['scores'])}")
+            raise SearchError(
+                f"{self.name}: told {c + n} results, more than the budget {len(state['scores'])}"
+            )
         out = dict(state)
         out["archs"] = state["archs"].copy()
         out["scores"] = state["scores"].copy()
-        out["archs"][c:c + n] = archs
-        out["scores"][c:c + n] = scores
+        out["archs"][c : c + n] = archs
+        out["scores"][c : c + n] = scores
         out["count"] = np.asarray(c + n, np.int64)
         return out
 
@@ -142,7 +146,9 @@ class Algorithm:
             got.append(new)
             need -= len(new)
         if need:
-            raise SearchError(f"{self.name}: could not find {n} unseen architectures; the space may be exhausted")
+            raise SearchError(
+                f"{self.name}: could not find {n} unseen architectures; the space may be exhausted"
+            )
         return np.concatenate(got)
 
     @property

@@ -59,8 +59,12 @@ class SearchResult:
     tests: np.ndarray
 
     def summary(self) -> dict[str, Any]:
-        return {"best_arch": self.best_arch, "best_score": self.best_score,
-                "best_test": self.best_test, "num_queries": self.num_queries}
+        return {
+            "best_arch": self.best_arch,
+            "best_score": self.best_score,
+            "best_test": self.best_test,
+            "num_queries": self.num_queries,
+        }
 
 
 def _atomic_write(path: pathlib.Path, text: str) -> None:
@@ -85,8 +89,11 @@ class _Checkpoints:
 
         self._ocp = ocp
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=2, create=True, enable_async_checkpointing=False,
-            cleanup_tmp_directories=True)
+            max_to_keep=2,
+            create=True,
+            enable_async_checkpointing=False,
+            cleanup_tmp_directories=True,
+        )
         self.manager = ocp.CheckpointManager(directory.resolve(), options=options)
 
     def latest(self) -> int | None:
@@ -101,8 +108,12 @@ class _Checkpoints:
         restored = self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
         # Host-side leaves come back as NumPy; keep JAX leaves on device, as `like` has them.
         return jax.tree.map(
-            lambda r, l: r if isinstance(l, jax.Array) else np.asarray(r, dtype=np.asarray(l).dtype),
-            restored, like)
+            lambda r, l: (
+                r if isinstance(l, jax.Array) else np.asarray(r, dtype=np.asarray(l).dtype)
+            ),
+            restored,
+            like,
+        )
 
 
 def _read_history(path: pathlib.Path, space, upto: int) -> list[str]:
@@ -113,7 +124,9 @@ def _read_history(path: pathlib.Path, space, upto: int) -> list[str]:
         return []
     raw = path.read_bytes().split(b"\n")
     if len(raw) - 1 < upto:  # the last piece is after the final newline
-        raise SearchError(f"corrupt {path}: it has {len(raw) - 1} complete lines, the checkpoint holds {upto} queries")
+        raise SearchError(
+            f"corrupt {path}: it has {len(raw) - 1} complete lines, the checkpoint holds {upto} queries"
+        )
     lines = []
     for i, line in enumerate(raw[:upto]):
         try:
@@ -177,8 +190,11 @@ def run_search(
     ckpt = hist_file = None
     if wd is not None:
         wd.mkdir(parents=True, exist_ok=True)
-        run_config = json.loads(json.dumps({"seed": seed, "budget": int(budget), **(config or {})},
-                                           default=_json_default))
+        run_config = json.loads(
+            json.dumps(
+                {"seed": seed, "budget": int(budget), **(config or {})}, default=_json_default
+            )
+        )
         cfg_path = wd / CONFIG
         if cfg_path.exists():
             try:
@@ -186,13 +202,17 @@ def run_search(
             except ValueError as err:
                 raise SearchError(f"corrupt {cfg_path}: {err}") from None
             if old != run_config:
-                diff = sorted(k for k in set(old) | set(run_config) if old.get(k) != run_config.get(k))
+                diff = sorted(
+                    k for k in set(old) | set(run_config) if old.get(k) != run_config.get(k)
+                )
                 raise SearchError(
                     f"workdir {str(wd)!r} holds a run with another config (differs in {', '.join(diff)}); "
                     "use a new --workdir"
                 )
         elif (wd / HISTORY).exists() or (wd / CHECKPOINTS).exists():
-            raise SearchError(f"workdir {str(wd)!r} holds results but no {CONFIG}; refusing to overwrite it")
+            raise SearchError(
+                f"workdir {str(wd)!r} holds results but no {CONFIG}; refusing to overwrite it"
+            )
         else:
             _atomic_write(cfg_path, json.dumps(run_config, indent=2, sort_keys=True))
         ckpt = _Checkpoints(wd / CHECKPOINTS)
@@ -200,18 +220,26 @@ def run_search(
         hist_path = wd / HISTORY
         if step is None:
             if hist_path.exists() and hist_path.stat().st_size:
-                raise SearchError(f"corrupt run in {str(wd)!r}: {HISTORY} has queries but there is no checkpoint")
+                raise SearchError(
+                    f"corrupt run in {str(wd)!r}: {HISTORY} has queries but there is no checkpoint"
+                )
             ckpt.save(0, {"iteration": np.asarray(0, np.int64), "algo": state, "tests": tests})
         else:
             try:
-                saved = ckpt.restore(step, {"iteration": np.asarray(0, np.int64), "algo": state, "tests": tests})
+                saved = ckpt.restore(
+                    step, {"iteration": np.asarray(0, np.int64), "algo": state, "tests": tests}
+                )
             except Exception as err:  # orbax raises many kinds; all mean the same to the user
-                raise SearchError(f"corrupt checkpoint {step} in {str(wd / CHECKPOINTS)!r}: {type(err).__name__}: {err}") from None
+                raise SearchError(
+                    f"corrupt checkpoint {step} in {str(wd / CHECKPOINTS)!r}: {type(err).__name__}: {err}"
+                ) from None
             state, tests, iteration = saved["algo"], saved["tests"], int(saved["iteration"])
             lines = _read_history(hist_path, space, int(state["count"]))
             for line, arch in zip(lines, algorithm.evaluated(state)[0]):
                 if space.from_string(json.loads(line)["arch"]).tolist() != arch.tolist():
-                    raise SearchError(f"corrupt run in {str(wd)!r}: {HISTORY} and the checkpoint disagree")
+                    raise SearchError(
+                        f"corrupt run in {str(wd)!r}: {HISTORY} and the checkpoint disagree"
+                    )
         _atomic_write(hist_path, "".join(l + "\n" for l in lines))
         hist_file = open(hist_path, "a")
 
@@ -219,25 +247,38 @@ def run_search(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=int(budget), initial=int(state["count"]), desc=f"{algorithm.name} search",
-                   unit="query", dynamic_ncols=True)
+        bar = tqdm(
+            total=int(budget),
+            initial=int(state["count"]),
+            desc=f"{algorithm.name} search",
+            unit="query",
+            dynamic_ncols=True,
+        )
     try:
         while algorithm.remaining(state) > 0:
             archs, state = algorithm.ask(jax.random.fold_in(key_ask, iteration), state)
             archs = np.asarray(archs, np.int32)
             if len(archs) == 0 or len(archs) > algorithm.remaining(state):
-                raise SearchError(f"{algorithm.name} asked for {len(archs)} architectures with {algorithm.remaining(state)} left")
+                raise SearchError(
+                    f"{algorithm.name} asked for {len(archs)} architectures with {algorithm.remaining(state)} left"
+                )
             t0 = time.perf_counter()
             result = evaluator.evaluate(archs, jax.random.fold_in(key_eval, iteration))
             wall = time.perf_counter() - t0
             c = int(state["count"])
-            tests[c:c + len(archs)] = result.test
+            tests[c : c + len(archs)] = result.test
             new_lines = []
             for j, arch in enumerate(archs):
                 metrics = dict(result.metrics[j])
-                rec = {"query": c + j, "iteration": iteration, "arch": space.to_string(arch),
-                       "score": float(result.scores[j]), "test": float(result.test[j]),
-                       "wall_time_s": metrics.pop("wall_time_s", wall / len(archs)), "metrics": metrics}
+                rec = {
+                    "query": c + j,
+                    "iteration": iteration,
+                    "arch": space.to_string(arch),
+                    "score": float(result.scores[j]),
+                    "test": float(result.test[j]),
+                    "wall_time_s": metrics.pop("wall_time_s", wall / len(archs)),
+                    "metrics": metrics,
+                }
                 new_lines.append(json.dumps(rec, default=_json_default))
             lines += new_lines
             if hist_file is not None:
@@ -247,7 +288,10 @@ def run_search(
             state = algorithm.tell(state, archs, result.scores)
             iteration += 1
             if ckpt is not None:
-                ckpt.save(iteration, {"iteration": np.asarray(iteration, np.int64), "algo": state, "tests": tests})
+                ckpt.save(
+                    iteration,
+                    {"iteration": np.asarray(iteration, np.int64), "algo": state, "tests": tests},
+                )
             if bar is not None:
                 bar.update(len(archs))
                 bar.set_postfix(best=f"{float(np.max(algorithm.evaluated(state)[1])):.2f}")
@@ -259,9 +303,15 @@ def run_search(
 
     archs, scores = algorithm.evaluated(state)
     best = int(np.argmax(scores))
-    res = SearchResult(best_arch=space.to_string(archs[best]), best_score=float(scores[best]),
-                       best_test=float(tests[best]), num_queries=len(scores), archs=archs,
-                       scores=scores, tests=tests[:len(scores)])
+    res = SearchResult(
+        best_arch=space.to_string(archs[best]),
+        best_score=float(scores[best]),
+        best_test=float(tests[best]),
+        num_queries=len(scores),
+        archs=archs,
+        scores=scores,
+        tests=tests[: len(scores)],
+    )
     if wd is not None:
         _atomic_write(wd / RESULT, json.dumps(res.summary(), indent=2))
         if plot:
@@ -281,7 +331,9 @@ def plot_progress(scores: np.ndarray, path: str | os.PathLike, title: str = "") 
     ax.scatter(q, scores, s=8, alpha=0.35, color="tab:gray", label="query score")
     ax.plot(q, np.maximum.accumulate(scores), color="tab:blue", lw=2, label="best so far")
     lo = np.percentile(scores, 5)
-    ax.set_ylim(lo - 0.05 * (scores.max() - lo + 1e-9), scores.max() + 0.1 * (scores.max() - lo + 1e-9))
+    ax.set_ylim(
+        lo - 0.05 * (scores.max() - lo + 1e-9), scores.max() + 0.1 * (scores.max() - lo + 1e-9)
+    )
     ax.set_xlabel("queries")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title)

@@ -19,7 +19,9 @@ def dataclass_defaults(cls):
     import ml_collections
 
     defaults = cls()
-    return ml_collections.ConfigDict({f.name: getattr(defaults, f.name) for f in dataclasses.fields(cls)})
+    return ml_collections.ConfigDict(
+        {f.name: getattr(defaults, f.name) for f in dataclasses.fields(cls)}
+    )
 
 
 def _as_dict(c: Any) -> dict:
@@ -47,7 +49,9 @@ def build_space(config) -> Space:
 def build_evaluator(config, space: Space | None = None) -> Evaluator:
     """The evaluator named by ``config.evaluator``."""
     if config.evaluator not in EVALUATORS:
-        raise SearchError(f"unknown evaluator {config.evaluator!r}; expected one of {list(EVALUATORS)}")
+        raise SearchError(
+            f"unknown evaluator {config.evaluator!r}; expected one of {list(EVALUATORS)}"
+        )
     space = space or build_space(config)
     if config.evaluator == "tabular":
         from gannas_jax.evaluate.tabular import TabularEvaluator
@@ -73,7 +77,13 @@ def build_algorithm(config, space: Space) -> Algorithm:
     from gannas_jax.search.ganas import GanNas
 
     gan = settings.pop("gan", {})
-    gan = GanConfig(**_fields(GanConfig, {k: tuple(v) if isinstance(v, list) else v for k, v in gan.items()}, "ganas.gan"))
+    gan = GanConfig(
+        **_fields(
+            GanConfig,
+            {k: tuple(v) if isinstance(v, list) else v for k, v in gan.items()},
+            "ganas.gan",
+        )
+    )
     return GanNas(space, gan=gan, **_fields(GanNas, settings, name))
 
 
@@ -84,8 +94,9 @@ def build(config) -> tuple[Algorithm, Evaluator]:
     return algorithm, build_evaluator(config, space)
 
 
-def training_config(dataset: str, budget: int, space: dict, train: dict | None = None,
-                    population: int = 16):
+def training_config(
+    dataset: str, budget: int, space: dict, train: dict | None = None, population: int = 16
+):
     """The config of a training-based search: one place for what digits, mnist and cifar10 share.
 
     Args:
@@ -111,12 +122,25 @@ def training_config(dataset: str, budget: int, space: dict, train: dict | None =
     c.train = dataclass_defaults(TrainConfig)
     c.train.update(dict(train or {}, population=population))
 
-    c.ganas = ml_collections.ConfigDict(dict(
-        batch_size=population, num_init=2 * population, top_k=max(4, population // 2),
-        gan_steps=300, num_candidates=2000, num_mutants=0, reinit=False))
+    c.ganas = ml_collections.ConfigDict(
+        dict(
+            batch_size=population,
+            num_init=2 * population,
+            top_k=max(4, population // 2),
+            gan_steps=300,
+            num_candidates=2000,
+            num_mutants=0,
+            reinit=False,
+        )
+    )
     c.ganas.gan = dataclass_defaults(GanConfig)
     c.ganas.gan.d_spectral_norm = False
     c.random = ml_collections.ConfigDict({"batch_size": population})
     c.evolution = ml_collections.ConfigDict(
-        {"batch_size": population, "population_size": 2 * population, "tournament_size": population // 2})
+        {
+            "batch_size": population,
+            "population_size": 2 * population,
+            "tournament_size": population // 2,
+        }
+    )
     return c

@@ -19,8 +19,7 @@ import jax
 import numpy as np
 
 from gannas_jax.gan import GanConfig, discriminate, fit_gan, generate, init_gan
-from gannas_jax.search.base import (Algorithm, SearchError, State, host_rng, mutate_host,
-                                    row_keys)
+from gannas_jax.search.base import Algorithm, SearchError, State, host_rng, mutate_host, row_keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,13 +96,16 @@ class GanNas(Algorithm):
         cands = self.take_novel(pool, set(seen), len(pool))
         if len(cands) < n:  # collapse: top up with mutants of the real set, then random
             extra = mutate_host(self.space, rng, real[rng.integers(0, len(real), size=8 * n)])
-            cands = np.concatenate([cands, self.take_novel(extra, seen | set(row_keys(cands)), n - len(cands))])
+            cands = np.concatenate(
+                [cands, self.take_novel(extra, seen | set(row_keys(cands)), n - len(cands))]
+            )
         if len(cands) > n:
             logits = np.asarray(discriminate(gan, cands))
             cands = cands[np.argsort(-logits, kind="stable")[:n]]
         if len(cands) < n:
-            cands = np.concatenate([cands, self.random_novel(rng, seen | set(row_keys(cands)), n - len(cands))])
+            cands = np.concatenate(
+                [cands, self.random_novel(rng, seen | set(row_keys(cands)), n - len(cands))]
+            )
         if len(cands) != n:
             raise SearchError(f"ganas: produced {len(cands)} of {n} architectures")
         return cands, state
-

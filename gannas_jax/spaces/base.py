@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import abc
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -123,7 +124,9 @@ class Space(abc.ABC):
             if arr.dtype.kind == "f" and arr.size and np.all(np.mod(arr, 1) == 0):
                 arr = arr.astype(np.int64)
             elif arr.size:
-                raise ValueError(f"{self.name}: architecture codes must be integers, got {arr.dtype}")
+                raise ValueError(
+                    f"{self.name}: architecture codes must be integers, got {arr.dtype}"
+                )
             else:
                 arr = arr.astype(np.int64)
         card = np.asarray(self.cardinalities)
@@ -162,7 +165,9 @@ class Space(abc.ABC):
     def _one(self, arch: Any) -> np.ndarray:
         arr = self.validate(arch)
         if arr.ndim != 1:
-            raise ValueError(f"{self.name}: expected one architecture of shape [{self.num_variables}], got {arr.shape}")
+            raise ValueError(
+                f"{self.name}: expected one architecture of shape [{self.num_variables}], got {arr.shape}"
+            )
         return arr
 
 

@@ -124,16 +124,24 @@ class NB201Space(Space):
         for node, part in enumerate(parts, start=1):
             entries = part.strip("|").split("|")
             if len(entries) != node:
-                raise ValueError(f"nb201: node {node} of {s!r} must have {node} inputs, got {len(entries)}")
+                raise ValueError(
+                    f"nb201: node {node} of {s!r} must have {node} inputs, got {len(entries)}"
+                )
             for src, entry in enumerate(entries):
                 m = _EDGE_RE.match(entry)
                 if not m:
-                    raise ValueError(f"nb201: malformed edge {entry!r} in {s!r}; expected 'op~source'")
+                    raise ValueError(
+                        f"nb201: malformed edge {entry!r} in {s!r}; expected 'op~source'"
+                    )
                 op, got_src = m.group(1), int(m.group(2))
                 if op not in OPS:
-                    raise ValueError(f"nb201: unknown op {op!r} in {s!r}; expected one of {list(OPS)}")
+                    raise ValueError(
+                        f"nb201: unknown op {op!r} in {s!r}; expected one of {list(OPS)}"
+                    )
                 if got_src != src:
-                    raise ValueError(f"nb201: edge {entry!r} of node {node} must come from node {src}")
+                    raise ValueError(
+                        f"nb201: edge {entry!r} of node {node} must come from node {src}"
+                    )
                 codes.append(OPS.index(op))
         return np.asarray(codes, dtype=np.int32)
 
@@ -142,7 +150,9 @@ class NB201Space(Space):
         return {
             "space": self.name,
             "cell": self.to_string(codes),
-            "edges": [{"from": src, "to": dst, "op": OPS[c]} for (dst, src), c in zip(EDGES, codes)],
+            "edges": [
+                {"from": src, "to": dst, "op": OPS[c]} for (dst, src), c in zip(EDGES, codes)
+            ],
         }
 
     def from_spec(self, spec: dict) -> np.ndarray:

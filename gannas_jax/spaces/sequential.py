@@ -87,13 +87,20 @@ class SequentialSpace(Space):
         object.__setattr__(self, "input_shape", shape)
         for field in ("kernel_sizes", "channels", "fc_widths"):
             object.__setattr__(self, field, _as_int_tuple(getattr(self, field), field))
-        for field, low in (("num_classes", 2), ("num_stages", 1), ("slots_per_stage", 1), ("num_fc", 0)):
+        for field, low in (
+            ("num_classes", 2),
+            ("num_stages", 1),
+            ("slots_per_stage", 1),
+            ("num_fc", 0),
+        ):
             v = getattr(self, field)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
                 raise ValueError(f"sequential: {field} must be an int >= {low}, got {v!r}")
             object.__setattr__(self, field, int(v))
         if any(k % 2 == 0 for k in self.kernel_sizes):
-            raise ValueError(f"sequential: kernel sizes must be odd for 'same' padding, got {self.kernel_sizes}")
+            raise ValueError(
+                f"sequential: kernel sizes must be odd for 'same' padding, got {self.kernel_sizes}"
+            )
         h, w, _ = shape
         reductions = self.num_stages - 1
         if min(h, w) < 2**reductions:
@@ -208,7 +215,9 @@ class SequentialSpace(Space):
                 if m:
                     if m.group(1) != m.group(2):
                         raise ValueError(f"sequential: only square kernels exist, got {tok!r}")
-                    stage.append({"type": "conv", "kernel": int(m.group(1)), "channels": int(m.group(3))})
+                    stage.append(
+                        {"type": "conv", "kernel": int(m.group(1)), "channels": int(m.group(3))}
+                    )
                 elif tok in ("max_pool", "avg_pool"):
                     stage.append({"type": "pool", "kind": tok[:3]})
                 elif tok in ACTIVATIONS:
@@ -223,7 +232,9 @@ class SequentialSpace(Space):
         for tok in groups[-1].split():
             m = _FC_RE.match(tok)
             if not m:
-                raise ValueError(f"sequential: unknown head op {tok!r} in {s!r}; expected fcW-activation")
+                raise ValueError(
+                    f"sequential: unknown head op {tok!r} in {s!r}; expected fcW-activation"
+                )
             head.append({"type": "dense", "units": int(m.group(1)), "activation": m.group(2)})
         return self._encode(layers, head)
 
@@ -236,11 +247,25 @@ class SequentialSpace(Space):
             layers = []
             for op, k, c in stage[s]:
                 if op == CONV:
-                    layers.append({"type": "conv", "kernel": self.kernel_sizes[k],
-                                   "channels": self.channels[c], "padding": "same"})
+                    layers.append(
+                        {
+                            "type": "conv",
+                            "kernel": self.kernel_sizes[k],
+                            "channels": self.channels[c],
+                            "padding": "same",
+                        }
+                    )
                 elif op in (MAX_POOL, AVG_POOL):
-                    layers.append({"type": "pool", "kind": STAGE_OPS[op][:3], "window": POOL_WINDOW,
-                                   "stride": 1, "padding": "same", "count_include_pad": True})
+                    layers.append(
+                        {
+                            "type": "pool",
+                            "kind": STAGE_OPS[op][:3],
+                            "window": POOL_WINDOW,
+                            "stride": 1,
+                            "padding": "same",
+                            "count_include_pad": True,
+                        }
+                    )
                 elif op:
                     layers.append({"type": "activation", "fn": STAGE_OPS[op]})
             stages.append(layers)
@@ -250,15 +275,21 @@ class SequentialSpace(Space):
             "num_classes": self.num_classes,
             "stages": stages,
             "reduction": dict(REDUCTION),
-            "head": [{"type": "dense", "units": self.fc_widths[w], "activation": HEAD_OPS[op]}
-                     for op, w in head if op],
+            "head": [
+                {"type": "dense", "units": self.fc_widths[w], "activation": HEAD_OPS[op]}
+                for op, w in head
+                if op
+            ],
             "classifier": {"type": "dense", "units": self.num_classes},
         }
 
     def from_spec(self, spec: dict) -> np.ndarray:
         if not isinstance(spec, dict) or spec.get("space") != self.name:
             raise ValueError(f"sequential: not a sequential spec: {spec!r}")
-        if tuple(spec.get("input_shape", ())) != self.input_shape or spec.get("num_classes") != self.num_classes:
+        if (
+            tuple(spec.get("input_shape", ())) != self.input_shape
+            or spec.get("num_classes") != self.num_classes
+        ):
             raise ValueError(
                 f"sequential: spec is for input {spec.get('input_shape')} / {spec.get('num_classes')} "
                 f"classes, this space is {list(self.input_shape)} / {self.num_classes}"
@@ -283,8 +314,11 @@ class SequentialSpace(Space):
                 if kind == "conv":
                     _check_choice(layer.get("kernel"), self.kernel_sizes, "kernel size", self.name)
                     _check_choice(layer.get("channels"), self.channels, "channel count", self.name)
-                    codes[s, l] = (CONV, self.kernel_sizes.index(layer["kernel"]),
-                                   self.channels.index(layer["channels"]))
+                    codes[s, l] = (
+                        CONV,
+                        self.kernel_sizes.index(layer["kernel"]),
+                        self.channels.index(layer["channels"]),
+                    )
                 elif kind == "pool":
                     _check_choice(layer.get("kind"), ("max", "avg"), "pool kind", self.name)
                     codes[s, l, 0] = STAGE_OPS.index(f"{layer['kind']}_pool")
@@ -294,7 +328,9 @@ class SequentialSpace(Space):
                 else:
                     raise ValueError(f"sequential: unknown layer {layer!r} in stage {s}")
         if len(head) > self.num_fc:
-            raise ValueError(f"sequential: head has {len(head)} dense layers, at most {self.num_fc} fit")
+            raise ValueError(
+                f"sequential: head has {len(head)} dense layers, at most {self.num_fc} fit"
+            )
         hcodes = np.zeros((self.num_fc, 2), np.int32)
         for f, layer in enumerate(head):
             if not isinstance(layer, dict) or layer.get("type") != "dense":
