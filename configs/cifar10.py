@@ -3,7 +3,8 @@
 Run:
   python scripts/search.py --config configs/cifar10.py --workdir runs/cifar10
 
-Needs CIFAR-10 prepared for tensorflow-datasets under $TFDS_DATA_DIR (default ~/tensorflow_datasets).
+Needs CIFAR-10 prepared for tensorflow-datasets under $TFDS_DATA_DIR
+(default ~/tensorflow_datasets).
 """
 
 from gannas_jax.search.factory import training_config

@@ -10,8 +10,9 @@ The tables are read from --config.benchmark_dir, or from $GANNAS_NB201_DIR when 
 
 import ml_collections
 
-from gannas_jax.gan import GanConfig
+from gannas_jax.search.base import RandomSearch, RegularizedEvolution
 from gannas_jax.search.factory import dataclass_defaults
+from gannas_jax.search.ganas import GanNas
 
 
 def get_config():
@@ -22,21 +23,12 @@ def get_config():
     c.algorithm = "ganas"  # ganas | random | evolution
     c.budget = 150
     c.seed = 0
-
-    c.ganas = ml_collections.ConfigDict()
-    c.ganas.batch_size = 10
-    c.ganas.num_init = 30
-    c.ganas.top_k = 8
-    c.ganas.gan_steps = 300
-    c.ganas.num_candidates = 1000
-    c.ganas.num_mutants = 0
-    c.ganas.reinit = False
-    c.ganas.gan = dataclass_defaults(GanConfig)  # e.g. --config.ganas.gan.loss=hinge
-    c.ganas.gan.d_spectral_norm = False  # see the README's design notes (GanNas)
-
-    c.random = ml_collections.ConfigDict({"batch_size": 10})
-    # Real et al. (2019) settings as used on NAS-Bench-201 by Dong & Yang (2020).
-    c.evolution = ml_collections.ConfigDict(
-        {"batch_size": 1, "population_size": 20, "tournament_size": 5}
-    )
+    # Every setting comes from the algorithm's own defaults; override any with --config.x=y,
+    # e.g. --config.ganas.gan.loss=hinge.
+    c.ganas = dataclass_defaults(GanNas)
+    c.random = dataclass_defaults(RandomSearch)
+    c.random.batch_size = 10
+    # Regularized evolution's defaults are Real et al. (2019)'s settings as used on NAS-Bench-201
+    # by Dong & Yang (2020): one query per iteration, population 20, tournament 5.
+    c.evolution = dataclass_defaults(RegularizedEvolution)
     return c

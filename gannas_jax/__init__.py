@@ -1,26 +1,20 @@
 """gannas-jax: GAN-based neural architecture search in JAX/Flax.
 
 The public API is re-exported flat from here. Heavy optional dependencies (tensorflow-datasets,
-matplotlib, torch) are imported lazily where they are used, never at import time.
+matplotlib, torch, orbax) are imported lazily where they are used, never at import time.
 """
 
-from gannas_jax.evaluate import EvalResult, Evaluator
-from gannas_jax.spaces import NB201Space, SequentialSpace, Space, isomorphism_key
-
-__version__ = "0.1.0"
-
-__all__ = [
-    "EvalResult",
-    "Evaluator",
-    "NB201Space",
-    "SequentialSpace",
-    "Space",
-    "isomorphism_key",
-    "__version__",
-]
-
-# --- adversarial core (gan/, decode.py): imports and `__all__ += [...]` go below this line ---
+from gannas_jax.child import (
+    Child,
+    NB201Child,
+    SequentialChild,
+    make_child,
+    static_nb201,
+    static_sequential,
+)
+from gannas_jax.data import Dataset, DatasetUnavailableError, batch_indices, batches, load_dataset
 from gannas_jax.decode import DECODE_MODES, decode, decode_one
+from gannas_jax.evaluate import EvalResult, Evaluator, TabularEvaluator, TrainingEvaluator
 from gannas_jax.gan import (
     LOSSES,
     Discriminator,
@@ -33,64 +27,66 @@ from gannas_jax.gan import (
     generate,
     init_gan,
 )
+from gannas_jax.parallel import fit_data_parallel, population_parallel
+from gannas_jax.runtime import use_compilation_cache, use_cpu_cores
+from gannas_jax.search import (
+    GanNas,
+    RandomSearch,
+    RegularizedEvolution,
+    SearchError,
+    SearchResult,
+    run_search,
+)
+from gannas_jax.spaces import NB201Space, SequentialSpace, Space, isomorphism_key
+from gannas_jax.train import ChildState, TrainConfig, train_step
 
-__all__ += [
+__version__ = "0.1.0"
+
+__all__ = [
     "DECODE_MODES",
-    "Discriminator",
-    "GanConfig",
-    "GanState",
-    "Generator",
     "LOSSES",
-    "decode",
-    "decode_one",
-    "discriminate",
-    "fit_gan",
-    "gan_step",
-    "generate",
-    "init_gan",
-]
-
-
-# --- children, evaluation, parallelism, data (child/, evaluate/, parallel.py, data.py) ---
-from gannas_jax.child import (
-    Child,
-    NB201Child,
-    SequentialChild,
-    make_child,
-    static_nb201,
-    static_sequential,
-)
-from gannas_jax.data import Dataset, DatasetUnavailableError, batch_indices, batches, load_dataset
-from gannas_jax.evaluate.training import TrainConfig, TrainingEvaluator
-from gannas_jax.parallel import (
-    ChildState,
-    fit_data_parallel,
-    population_parallel,
-    train_step,
-    use_compilation_cache,
-    use_cpu_cores,
-)
-
-__all__ += [
     "Child",
     "ChildState",
     "Dataset",
     "DatasetUnavailableError",
+    "Discriminator",
+    "EvalResult",
+    "Evaluator",
+    "GanConfig",
+    "GanNas",
+    "GanState",
+    "Generator",
     "NB201Child",
+    "NB201Space",
+    "RandomSearch",
+    "RegularizedEvolution",
+    "SearchError",
+    "SearchResult",
     "SequentialChild",
+    "SequentialSpace",
+    "Space",
+    "TabularEvaluator",
     "TrainConfig",
     "TrainingEvaluator",
+    "__version__",
     "batch_indices",
     "batches",
+    "decode",
+    "decode_one",
+    "discriminate",
     "fit_data_parallel",
+    "fit_gan",
+    "gan_step",
+    "generate",
+    "init_gan",
+    "isomorphism_key",
     "load_dataset",
     "make_child",
     "population_parallel",
+    "run_search",
     "static_nb201",
     "static_sequential",
     "train_step",
     "use_compilation_cache",
     "use_cpu_cores",
 ]
-
-# --- search (search/) ---

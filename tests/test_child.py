@@ -50,15 +50,35 @@ def x_seq():
     return jax.random.normal(jax.random.key(1), (3, 8, 8, 2))
 
 
-@pytest.mark.parametrize("conv_impl", ["exact", "kernel", "blocked", "masked"])
-def test_sequential_matches_static(seq_archs, x_seq, conv_impl):
+# Channels sharing a block of 4 (the image's 3 channels included in none): the blocked conv
+# then loops over several channel blocks, where SEQ's widths (gcd 1) give it a single block.
+SEQ4 = SequentialSpace(
+    input_shape=(6, 6, 3),
+    num_classes=4,
+    num_stages=2,
+    slots_per_stage=2,
+    kernel_sizes=(1, 3),
+    channels=(4, 8),
+    num_fc=1,
+    fc_widths=(6,),
+)
+
+
+@pytest.mark.parametrize(
+    "space,conv_impl,n",
+    [(SEQ, "blocked", N_ARCHS), (SEQ, "masked", N_ARCHS), (SEQ4, "blocked", 20)],
+    ids=["blocked", "masked", "blocked-multiblock"],
+)
+def test_sequential_matches_static(space, conv_impl, n):
     """Outputs in both modes, and (for the first N_GRAD architectures) the gradients of every
     weight: the live windows equal the static child's gradients, and everything outside them is
     exactly zero, so training the max-size child trains the exact-size network."""
-    child = SequentialChild(SEQ, conv_impl)
-    grad_fn = _grad_fn(child, SEQ, x_seq)
+    seq_archs = np.asarray(space.sample(jax.random.key(0), n))
+    x_seq = jax.random.normal(jax.random.key(1), (3, *space.input_shape))
+    child = SequentialChild(space, conv_impl)
+    grad_fn = _grad_fn(child, space, x_seq)
     # Both modes in one program (this space has no dropout or BatchNorm, so they are the same
-    # computation, and XLA compiles it once): one compile for all 50 architectures.
+    # computation, and XLA compiles it once): one compile for every architecture.
     apply = jax.jit(
         lambda p, a, x: (
             child.apply({"params": p}, a, x, False),
@@ -66,22 +86,22 @@ def test_sequential_matches_static(seq_archs, x_seq, conv_impl):
         )
     )
     for i, arch in enumerate(seq_archs):
-        static = static_sequential(SEQ, arch)
+        static = static_sequential(space, arch)
         variables = static.init(jax.random.key(100 + i), x_seq)
         # non-zero biases, so that bias placement is checked too
         variables = jax.tree.map(lambda a: a + 0.1, variables)
-        params = load_static_sequential(SEQ, arch, variables["params"])
+        params = load_static_sequential(space, arch, variables["params"])
         got = apply(params, jnp.asarray(arch), x_seq)
-        for train, got_mode in zip((False, True), got):
+        for train, got_mode in zip((False, True), got, strict=True):
             want = static.apply(variables, x_seq, train=train)
             np.testing.assert_allclose(
-                got_mode, want, atol=1e-5, rtol=0, err_msg=SEQ.to_string(arch)
+                got_mode, want, atol=1e-5, rtol=0, err_msg=space.to_string(arch)
             )
-        back = extract_static_sequential(SEQ, arch, params)
+        back = extract_static_sequential(space, arch, params)
         chex.assert_trees_all_close(back, jax.tree.map(np.asarray, variables["params"]))
         if i < N_GRAD:
-            _check_grads(grad_fn, SEQ, arch, static, variables, params, x_seq)
-    assert apply._cache_size() == 1  # one program for all 50 architectures
+            _check_grads(grad_fn, space, arch, static, variables, params, x_seq)
+    assert apply._cache_size() == 1  # one program for every architecture
     assert grad_fn._cache_size() == 1
 
 
@@ -122,7 +142,7 @@ SEQ1 = SequentialSpace(
 )
 
 
-@pytest.mark.parametrize("conv_impl", ["exact", "kernel", "blocked"])
+@pytest.mark.parametrize("conv_impl", ["blocked", "masked"])
 def test_sequential_gradients_when_image_convs_skip_the_input_gradient(conv_impl):
     archs = np.asarray(SEQ1.sample(jax.random.key(3), 40))
     archs = archs[~np.asarray(is_convless(SEQ1, archs))][:10]
@@ -147,7 +167,7 @@ def test_sequential_gradients_when_image_convs_skip_the_input_gradient(conv_impl
 def test_sequential_init_is_masked_and_exact_scaled(seq_archs, x_seq):
     """The arch-aware init has the module's structure, zeros outside the exact network, and the
     exact network's output does not depend on the masked entries."""
-    child = SequentialChild(SEQ, "kernel")
+    child = SequentialChild(SEQ)
     template = jax.eval_shape(child.init, jax.random.key(0), seq_archs[0], x_seq)["params"]
     init = jax.jit(lambda k, a: init_sequential(SEQ, k, a))
     for i, arch in enumerate(seq_archs[:10]):
@@ -168,7 +188,7 @@ def test_sequential_init_is_masked_and_exact_scaled(seq_archs, x_seq):
 
 def test_sequential_noncanonical_codes_equal_canonical(x_seq):
     """The child canonicalizes internally: codes with holes give the canonical network's output."""
-    child = SequentialChild(SEQ, "kernel")
+    child = SequentialChild(SEQ)
     canon = SEQ.from_string("[conv3x3-4 relu] [max_pool] [fc8-tanh]")
     holes = np.array(canon)
     stage, head = SEQ.split(holes)
@@ -189,7 +209,7 @@ def test_plan_gives_the_codes_output(seq_archs, x_seq, narrow):
     archs = seq_archs[:8]
     if narrow:
         archs = np.asarray([a for a in seq_archs if bool(is_convless(SEQ, a))][:4])
-    for impl in ("exact", "blocked", "masked"):
+    for impl in ("blocked", "masked"):
         child = make_child(SEQ, SEQ.input_shape, SEQ.num_classes, conv_impl=impl)
         child = child.narrow_variant() if narrow else child
 
@@ -223,7 +243,7 @@ def test_narrow_child_matches_max_size_child_on_convless_archs(seq_archs, x_seq)
         is_convless(SEQ, seq_archs), np.all(stage_ops != 1, axis=(-2, -1))
     )
     assert bool(jax.jit(lambda a: is_convless(SEQ, a))(convless[0]))
-    wide, narrow = SequentialChild(SEQ, "kernel"), SequentialChild(SEQ, "kernel", narrow=True)
+    wide, narrow = SequentialChild(SEQ), SequentialChild(SEQ, narrow=True)
     y = jnp.arange(3) % SEQ.num_classes
 
     def loss(child, p, a, train):
@@ -235,8 +255,12 @@ def test_narrow_child_matches_max_size_child_on_convless_archs(seq_archs, x_seq)
         pn = narrow_params(SEQ, p)
         outs = []
         for train in (False, True):
-            (_, lw), gw = jax.value_and_grad(lambda p: loss(wide, p, a, train), has_aux=True)(p)
-            (_, ln), gn = jax.value_and_grad(lambda p: loss(narrow, p, a, train), has_aux=True)(pn)
+            (_, lw), gw = jax.value_and_grad(
+                lambda p, train=train: loss(wide, p, a, train), has_aux=True
+            )(p)
+            (_, ln), gn = jax.value_and_grad(
+                lambda p, train=train: loss(narrow, p, a, train), has_aux=True
+            )(pn)
             outs.append((lw, ln, narrow_params(SEQ, gw), gn))
         return outs
 
@@ -320,7 +344,7 @@ def test_nb201_matches_static(nb_setup):
         v = static.init(jax.random.key(10 + i), x)
         # non-trivial running statistics, so inference mode is a real check
         stats = jax.tree.map(
-            lambda s: s + jax.random.uniform(jax.random.key(i), s.shape), v["batch_stats"]
+            lambda s, i=i: s + jax.random.uniform(jax.random.key(i), s.shape), v["batch_stats"]
         )
         v = {"params": v["params"], "batch_stats": stats}
         cv = load_static_nb201(NB, arch, v, template)
@@ -382,13 +406,16 @@ def test_masked_batch_norm_equals_bn_of_live_channels():
 def test_conv_custom_gradient_matches_autodiff():
     x = jax.random.normal(jax.random.key(0), (2, 5, 6, 3))
     w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
-    ref = lambda x, w: jnp.sum(
-        jnp.tanh(
-            jax.lax.conv_general_dilated(
-                x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+
+    def ref(x, w):
+        return jnp.sum(
+            jnp.tanh(
+                jax.lax.conv_general_dilated(
+                    x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+                )
             )
         )
-    )
+
     got = jax.grad(lambda x, w: jnp.sum(jnp.tanh(ops.conv_same(x, w))), (0, 1))(x, w)
     want = jax.grad(ref, (0, 1))(x, w)
     chex.assert_trees_all_close(got, want, atol=1e-4)
@@ -414,5 +441,17 @@ def test_pools_match_flax():
 def test_make_child_rejects_mismatched_space():
     with pytest.raises(ValueError, match="input"):
         make_child(SequentialSpace(), (28, 28, 1), 10)
-    with pytest.raises(ValueError, match="conv_impl"):
-        make_child(SequentialSpace(), (8, 8, 1), 10, conv_impl="fast")
+    for retired in ("fast", "exact", "kernel"):
+        with pytest.raises(ValueError, match="conv_impl"):
+            make_child(SequentialSpace(), (8, 8, 1), 10, conv_impl=retired)
+
+
+def test_geometry_channel_block():
+    """The blocked conv's block divides every width and is at least MIN_BLOCK; spaces whose
+    widths share no such block run each conv as one block of the max width."""
+    from gannas_jax.child.sequential.geometry import MIN_BLOCK, geometry
+
+    assert geometry(SequentialSpace()).block == 8  # widths 8, 16, 32
+    assert geometry(SEQ4).block == 4 and geometry(SEQ4).cm == 8
+    assert geometry(SEQ).block == geometry(SEQ).cm == 4  # widths 2, 3, 4: gcd 1 < MIN_BLOCK
+    assert MIN_BLOCK == 4

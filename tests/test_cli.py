@@ -66,7 +66,7 @@ def test_cli_contract(nb201_runs, algo):
     wd = nb201_runs[algo]
     lines = (wd / "history.jsonl").read_text().splitlines()
     assert len(lines) == 150
-    recs = [json.loads(l) for l in lines]
+    recs = [json.loads(line) for line in lines]
     assert len({r["arch"] for r in recs}) == 150
     assert [r["query"] for r in recs] == list(range(150))
     result = json.loads((wd / "result.json").read_text())
@@ -133,7 +133,7 @@ def _digest(folder):
 def _assert_one_line_error(out, *needles):
     assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
     assert "Traceback" not in out.stderr
-    errors = [l for l in out.stderr.splitlines() if l.startswith("search.py: error:")]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("search.py: error:")]
     assert len(errors) == 1, out.stderr
     for needle in needles:
         assert needle in errors[0], errors[0]
@@ -237,15 +237,15 @@ def test_training_run_kill_and_resume(tmp_path):
         proc.wait()
     assert 4 <= _lines(cut / "history.jsonl") < 12
     search(cut, config=DIGITS_TINY)
-    a = [json.loads(l) for l in (ref / "history.jsonl").read_text().splitlines()]
-    b = [json.loads(l) for l in (cut / "history.jsonl").read_text().splitlines()]
+    a = [json.loads(line) for line in (ref / "history.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (cut / "history.jsonl").read_text().splitlines()]
     assert [r["arch"] for r in a] == [r["arch"] for r in b] and len(a) == 12
     np.testing.assert_allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-3)
     np.testing.assert_allclose([r["test"] for r in a], [r["test"] for r in b], atol=1e-3)
 
 
 def test_compilation_cache_is_written_then_reused(tmp_path):
-    """A rerun loads every compiled program from the --xla_cache folder and gets the same results."""
+    """A rerun loads every compiled program from the --xla_cache folder, with the same results."""
     cache = tmp_path / "xla"
 
     def run(wd):
@@ -266,7 +266,7 @@ def test_compilation_cache_is_written_then_reused(tmp_path):
     assert len(first) >= 2  # at least the training program and the GAN program
     again, hist_b = run("b")
     assert again == first  # every program was a cache hit: nothing new was compiled
-    a = [json.loads(l) for l in hist_a.splitlines()]
-    b = [json.loads(l) for l in hist_b.splitlines()]
+    a = [json.loads(line) for line in hist_a.splitlines()]
+    b = [json.loads(line) for line in hist_b.splitlines()]
     assert [r["arch"] for r in a] == [r["arch"] for r in b]
     assert [r["score"] for r in a] == [r["score"] for r in b]

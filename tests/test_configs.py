@@ -35,3 +35,20 @@ def test_digits_space_matches_the_data():
     config = _load(next(p for p in CONFIGS if p.stem == "digits"))
     space = build_space(config)
     assert space.input_shape == (8, 8, 1) and space.num_classes == 10
+
+
+def test_nb201_config_copies_no_default():
+    """The NB201 config is built from the algorithms' own defaults: building from it gives the
+    same algorithms as the dataclasses with no arguments (random search's batch excepted)."""
+    from gannas_jax.search import GanNas, RandomSearch, RegularizedEvolution
+
+    config = _load(next(p for p in CONFIGS if p.stem == "nb201"))
+    space = build_space(config)
+    want = {
+        "ganas": GanNas(space),
+        "random": RandomSearch(space, batch_size=10),
+        "evolution": RegularizedEvolution(space),
+    }
+    for name, algo in want.items():
+        config.algorithm = name
+        assert build_algorithm(config, space) == algo, name

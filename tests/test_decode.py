@@ -1,4 +1,4 @@
-"""Decoding logits into architectures: vmap equals a Python loop, masks hold, output is canonical."""
+"""Decoding logits into architectures: vmap equals a loop, masks hold, output is canonical."""
 
 import chex
 import jax

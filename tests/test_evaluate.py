@@ -10,8 +10,8 @@ import pytest
 
 from gannas_jax import NB201Space, SequentialSpace
 from gannas_jax.data import digits
-from gannas_jax.evaluate import EvalResult, Evaluator
-from gannas_jax.evaluate.training import TrainConfig, TrainingEvaluator
+from gannas_jax.evaluate import EvalResult, Evaluator, TrainingEvaluator
+from gannas_jax.train import TrainConfig
 
 SPACE = SequentialSpace(
     num_stages=2, slots_per_stage=2, kernel_sizes=(1, 3), channels=(2, 4), num_fc=1, fc_widths=(8,)
@@ -27,7 +27,7 @@ def ds():
 @pytest.fixture(scope="module")
 def map_eval(ds):
     return TrainingEvaluator(
-        SPACE, ds, TINY.__class__(**{**TINY.__dict__, "strategy": "map", "conv_impl": "kernel"})
+        SPACE, ds, TINY.__class__(**{**TINY.__dict__, "strategy": "map", "conv_impl": "blocked"})
     )
 
 
@@ -74,7 +74,7 @@ def test_result_independent_of_batch_position(map_eval):
 
 def test_vmap_and_map_strategies_agree(map_eval, ds):
     vm = TrainingEvaluator(
-        SPACE, ds, TrainConfig(**{**TINY.__dict__, "strategy": "vmap", "conv_impl": "kernel"})
+        SPACE, ds, TrainConfig(**{**TINY.__dict__, "strategy": "vmap", "conv_impl": "masked"})
     )
     archs = _archs(21, 4)
     a = map_eval.train(archs, jax.random.key(3))
@@ -86,8 +86,8 @@ def test_vmap_and_map_strategies_agree(map_eval, ds):
     np.testing.assert_allclose(b["test"], a["test"], atol=100 / 359 + 1e-6)
 
 
-@pytest.mark.parametrize("conv_impl", ["masked", "blocked"])
-def test_conv_impls_train_like_kernel(map_eval, ds, conv_impl):
+@pytest.mark.parametrize("conv_impl", ["masked"])
+def test_conv_impls_train_like_blocked(map_eval, ds, conv_impl):
     other = TrainingEvaluator(
         SPACE, ds, TrainConfig(**{**TINY.__dict__, "strategy": "map", "conv_impl": conv_impl})
     )
@@ -99,11 +99,10 @@ def test_conv_impls_train_like_kernel(map_eval, ds, conv_impl):
     np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-4, atol=1e-5)
 
 
-def test_auto_conv_impl_by_channel_block():
-    cfg = TrainConfig(strategy="map")
-    assert cfg.resolved_conv_impl(SequentialSpace()) == "blocked"  # channels 8, 16, 32: blocks of 8
-    assert cfg.resolved_conv_impl(SPACE) == "kernel"  # channels 2, 4: blocks of 2 are too small
-    assert TrainConfig(strategy="vmap").resolved_conv_impl(SequentialSpace()) == "masked"
+def test_auto_conv_impl_by_strategy():
+    assert TrainConfig(strategy="map").resolved_conv_impl() == "blocked"
+    assert TrainConfig(strategy="vmap").resolved_conv_impl() == "masked"
+    assert TrainConfig(strategy="vmap", conv_impl="blocked").resolved_conv_impl() == "blocked"
 
 
 def test_narrow_variant_trains_like_max_size_child(map_eval, ds):
@@ -112,7 +111,9 @@ def test_narrow_variant_trains_like_max_size_child(map_eval, ds):
     wide = TrainingEvaluator(
         SPACE,
         ds,
-        TrainConfig(**{**TINY.__dict__, "strategy": "map", "conv_impl": "kernel", "narrow": False}),
+        TrainConfig(
+            **{**TINY.__dict__, "strategy": "map", "conv_impl": "blocked", "narrow": False}
+        ),
     )
     archs = np.stack(
         [
@@ -221,9 +222,8 @@ def test_gc_paused_restores_the_collector_state():
 def test_scoring_plan_keeps_logits_and_params(ds):
     """A scoring step (learning rate 0) on the plan without stage backward passes gives the
     training plan's logits and loss, and leaves every param where it was."""
-    from gannas_jax import parallel
     from gannas_jax.child import make_child
-    from gannas_jax.evaluate.training import make_optimizer
+    from gannas_jax.train import init_state, make_optimizer, train_step
 
     child = make_child(SPACE, ds.input_shape, ds.num_classes, conv_impl="blocked")
     tx = make_optimizer(TINY, freeze_after=0, slot_leaves=child.slot_leaves)
@@ -231,9 +231,9 @@ def test_scoring_plan_keeps_logits_and_params(ds):
     stage = np.asarray([[[1, 1, 1], [2, 0, 0]], [[1, 0, 1], [4, 0, 0]]])  # a conv in each stage
     arch = jax.numpy.asarray(np.concatenate([stage.reshape(-1), [1, 0]]), jax.numpy.int32)
     assert SPACE.to_string(arch).count("conv") == 2
-    state = parallel.init_state(child, tx, jax.random.key(0), arch)
+    state = init_state(child, tx, jax.random.key(0), arch)
     plan = child.plan(arch)
-    step = jax.jit(lambda st, p: parallel.train_step(child, tx, st, p, x, y, return_logits=True))
+    step = jax.jit(lambda st, p: train_step(child, tx, st, p, x, y, return_logits=True))
     _, loss, logits = step(state, plan)
     for scoring in (False, True):
         new, loss_s, logits_s = step(state, child.scoring_plan(plan, jax.numpy.asarray(scoring)))
@@ -241,5 +241,5 @@ def test_scoring_plan_keeps_logits_and_params(ds):
         np.testing.assert_allclose(loss_s, loss, rtol=1e-6)
         chex.assert_trees_all_equal(new.params, state.params)
     skipped = child.scoring_plan(plan, jax.numpy.asarray(True))
-    assert all(int(lo) == int(hi) for *_, lo, hi in skipped["stages"])
-    assert all(int(n) == 0 for _, n in skipped["live_slots"].values())
+    assert all(int(s.lo) == int(s.hi) for s in skipped.stages)
+    assert all(int(live.n) == 0 for live in skipped.live_slots.values())

@@ -22,7 +22,8 @@ from gannas_jax import (
     init_gan,
 )
 from gannas_jax.gan import get_loss, pad_real
-from gannas_jax.gan.train import TRACE_COUNTS, _Noise
+from gannas_jax.gan.noise import _Noise
+from gannas_jax.gan.step import TRACE_COUNTS
 
 SEQ = SequentialSpace()
 NB201 = NB201Space()
@@ -63,7 +64,7 @@ LEARN_CASES = [(loss, "straight_through") for loss in sorted(LOSSES)] + [
 # --- acceptance 1: learns a distribution --------------------------------------------------------
 
 
-@pytest.mark.parametrize("loss,mode", LEARN_CASES, ids=[f"{l}-{m}" for l, m in LEARN_CASES])
+@pytest.mark.parametrize("loss,mode", LEARN_CASES, ids=[f"{loss}-{m}" for loss, m in LEARN_CASES])
 def test_learns_sequential_marginals(loss, mode):
     state, metrics = fitted_seq(loss, mode)
     assert metrics["d_loss"].shape == (2000,) and metrics["g_loss"].shape == (2000,)
@@ -99,7 +100,7 @@ def test_nb201_generates_top_architectures(nb201_dir):
 
 
 def _assert_trees_bitwise_equal(a, b):
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 

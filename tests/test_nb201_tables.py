@@ -18,7 +18,7 @@ def test_every_row_matches_official_index_and_string(nb201_dir, dataset):
     index = np.asarray([int(r["file id"]) for r in rows])
     strings = [r["arch str"] for r in rows]
     codes = space.from_index(index)  # batched lookup, then one check per row
-    for i, s, c in zip(index, strings, codes):
+    for i, s, c in zip(index, strings, codes, strict=True):
         assert space.to_string(space.from_index(int(i))) == s
         np.testing.assert_array_equal(c, space.from_string(s))
         assert space.to_index(space.from_string(s)) == i

@@ -20,6 +20,7 @@ import pytest
 import gannas_jax as gj
 from gannas_jax import SequentialSpace, parallel
 from gannas_jax.child import make_child
+from gannas_jax.train import ChildState, SlotSparse, fit, init_state
 
 SCRIPT = textwrap.dedent(
     """
@@ -28,28 +29,30 @@ SCRIPT = textwrap.dedent(
     from gannas_jax import SequentialSpace, parallel
     from gannas_jax.child import make_child
     from gannas_jax.data import digits, batch_indices
-    from gannas_jax.evaluate.training import TrainConfig, TrainingEvaluator
+    from gannas_jax.evaluate import TrainingEvaluator
+    from gannas_jax.train import TrainConfig, fit, init_state
 
     assert jax.local_device_count() == 4, jax.devices()
     space = SequentialSpace(num_stages=2, slots_per_stage=2, kernel_sizes=(1, 3), channels=(2, 4),
                             num_fc=1, fc_widths=(8,))
     ds = digits()
-    child = make_child(space, ds.input_shape, 10, conv_impl="kernel")
+    child = make_child(space, ds.input_shape, 10, conv_impl="blocked")
     # SGD: its update is linear in the gradient, so float reassociation in the cross-device mean
     # stays at 1e-7 (Adam divides by sqrt(v) and would amplify it on near-zero gradients).
     tx = optax.sgd(0.05, momentum=0.9)
     arch = jnp.asarray(space.from_string("[conv3x3-4 relu] [max_pool conv1x1-2] [fc8-tanh]"))
     idx = batch_indices(len(ds.x_train), 16, 5, 0)
     x, y = jnp.asarray(ds.x_train[idx]), jnp.asarray(ds.y_train[idx])
-    state = parallel.init_state(child, tx, jax.random.key(0), arch)
-    ref_state, ref_loss = jax.jit(lambda s: parallel.fit(child, tx, s, arch, x, y))(state)
+    state = init_state(child, tx, jax.random.key(0), arch)
+    ref_state, ref_loss = jax.jit(lambda s: fit(child, tx, s, arch, x, y))(state)
     out = {}
     for runner in ("shard_map", "pmap"):
         st, loss = parallel.fit_data_parallel(child, tx, state, arch, x, y, runner=runner)
         out[runner] = {
             "loss": float(np.max(np.abs(np.asarray(loss) - np.asarray(ref_loss)))),
             "params": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                          for a, b in zip(jax.tree.leaves(st.params), jax.tree.leaves(ref_state.params))),
+                          for a, b in zip(jax.tree.leaves(st.params),
+                                          jax.tree.leaves(ref_state.params), strict=True)),
         }
     cfg = TrainConfig(steps=4, batch_size=8, population=4, learning_rate=1e-2)
     archs = np.asarray(space.sample(jax.random.key(1), 4))
@@ -100,8 +103,8 @@ def test_single_device_runner_and_bad_arguments():
     arch = np.asarray(space.from_string("[conv3x3-2] []"))
     x = jax.random.normal(jax.random.key(0), (2, 6, 8, 8, 1))
     y = jax.random.randint(jax.random.key(1), (2, 6), 0, 10)
-    state = parallel.init_state(child, tx, jax.random.key(2), arch)
-    _, want = parallel.fit(child, tx, state, arch, x, y)
+    state = init_state(child, tx, jax.random.key(2), arch)
+    _, want = fit(child, tx, state, arch, x, y)
     _, got = parallel.fit_data_parallel(
         child, tx, state, arch, x, y, devices=jax.local_devices()[:1]
     )
@@ -166,21 +169,21 @@ def test_slot_sparse_matches_the_dense_rule(rule):
         0.05, 0.01, 4
     )  # a schedule: the counts must advance as the dense rule's
     inner = optax.adam(lr) if rule == "adam" else optax.sgd(lr, momentum=0.9)
-    sparse, dense = parallel.SlotSparse(inner, child.slot_leaves), optax.flatten(inner)
+    sparse, dense = SlotSparse(inner, child.slot_leaves), optax.flatten(inner)
     # stage 0: a conv in the middle slot; stage 1: convs in the first and last slots
     arch = np.asarray(
         space.from_string("[relu conv3x3-4 max_pool] [conv1x1-2 tanh conv3x3-4] [fc8-relu]")
     )
     plan = child.plan(arch)
-    slots, n = plan["live_slots"]["stage1_kernel"]
+    slots, n = plan.live_slots["stage1_kernel"]
     assert int(n) == 2 and sorted(np.asarray(slots)[:2].tolist()) == [0, 2]
     x = jax.random.normal(jax.random.key(0), (4, 6, 8, 8, 1))
     y = jax.random.randint(jax.random.key(1), (4, 6), 0, 10)
     init = child.init(jax.random.key(2), arch)
     out = {}
     for name, tx in (("sparse", sparse), ("dense", dense)):
-        state = parallel.ChildState(init["params"], init["batch_stats"], tx.init(init["params"]))
-        out[name] = jax.jit(lambda s, tx=tx: parallel.fit(child, tx, s, plan, x, y))(state)
+        state = ChildState(init["params"], init["batch_stats"], tx.init(init["params"]))
+        out[name] = jax.jit(lambda s, tx=tx: fit(child, tx, s, plan, x, y))(state)
     (s_state, s_loss), (d_state, d_loss) = out["sparse"], out["dense"]
     chex.assert_trees_all_close(s_loss, d_loss, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(s_state.params, d_state.params, rtol=1e-5, atol=1e-6)

@@ -127,7 +127,7 @@ def test_driver_writes_workdir_and_resumes_complete_run(cifar10, tmp_path):
     )
     lines = (tmp_path / "history.jsonl").read_text().splitlines()
     assert len(lines) == 30
-    recs = [json.loads(l) for l in lines]
+    recs = [json.loads(line) for line in lines]
     assert [r["query"] for r in recs] == list(range(30))
     assert max(r["score"] for r in recs) == pytest.approx(res.best_score)
     result = json.loads((tmp_path / "result.json").read_text())

@@ -87,8 +87,8 @@ def _cell(h: jax.Array, codes: jax.Array, p: dict, s: dict, train: bool):
         for e, (d, src) in enumerate(EDGES):
             if d != dst:
                 continue
-            pe = jax.tree.map(lambda a: a[e], p)
-            se = jax.tree.map(lambda a: a[e], s)
+            pe = jax.tree.map(lambda a, e=e: a[e], p)
+            se = jax.tree.map(lambda a, e=e: a[e], s)
             y, se2 = lax.switch(codes[e], branches, nodes[src], pe, se)
             new_stats.append((e, se2))
             acc = acc + y
@@ -191,7 +191,7 @@ class NB201Child(nn.Module):
         return h @ kernel + self.param("classifier_bias", zeros, (self.num_classes,)).reshape(1, -1)
 
 
-# --- the exact-size static child --------------------------------------------------------------------
+# --- the static child ---------------------------------------------------------------------------
 
 
 class _ReLUConvBN(nn.Module):
@@ -281,7 +281,7 @@ class StaticNB201(nn.Module):
 def static_nb201(
     space: NB201Space, arch: Any, channels: int = 16, cells: int = 5, num_classes: int = 10
 ) -> StaticNB201:
-    """The exact-size Flax module of one NB201 cell."""
+    """The static Flax module of one NB201 cell."""
     codes = space._one(arch)
     return StaticNB201(tuple(OPS[int(c)] for c in codes), channels, cells, num_classes)
 

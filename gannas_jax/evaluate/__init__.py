@@ -1,12 +1,14 @@
 """Evaluators: score architectures by training children or by table lookup."""
 
 from gannas_jax.evaluate.base import EvalResult, Evaluator
+from gannas_jax.evaluate.tabular import BenchmarkError, NB201Table, TabularEvaluator
+from gannas_jax.evaluate.training import TrainingEvaluator
 
-__all__ = ["EvalResult", "Evaluator"]
-
-# --- training-based evaluation (child training): exports go below this line ---
-from gannas_jax.evaluate.training import TrainConfig, TrainingEvaluator
-
-__all__ += ["TrainConfig", "TrainingEvaluator"]
-
-# --- tabular evaluation (NAS-Bench-201): exports go below this line ---
+__all__ = [
+    "BenchmarkError",
+    "EvalResult",
+    "Evaluator",
+    "NB201Table",
+    "TabularEvaluator",
+    "TrainingEvaluator",
+]

@@ -89,7 +89,8 @@ class NB201Table:
                     i = int(row["file id"])
                     if space.to_index(space.from_string(row["arch str"])) != i:
                         raise BenchmarkError(
-                            f"{path}: row {i} names cell {row['arch str']!r}, which has another index"
+                            f"{path}: row {i} names cell {row['arch str']!r}, which has "
+                            "another index"
                         )
                     valid[i] = float(row["validation accuracy"])
                     test[i] = float(row["test accuracy"])

@@ -30,7 +30,7 @@ from gannas_jax.spaces.base import Space
 
 @dataclasses.dataclass(frozen=True)
 class Block:
-    """Variables of one cardinality: compact entries ``[offset, offset + len(variables) * card)``."""
+    """One cardinality's variables: compact entries ``[offset, offset + len(variables) * card)``."""
 
     card: int
     variables: tuple[int, ...]
@@ -68,7 +68,7 @@ class Encoding:
         self.block_variables = np.asarray([v for b in blocks for v in b.variables], np.int32)
         self.variable_position = np.argsort(self.block_variables).astype(np.int32)
 
-    # --- conversions (used outside the training step's inner loop) ---------------------------------
+    # --- conversions (used outside the training step's inner loop) -------------------------------
 
     def compress(self, dense: jax.Array) -> jax.Array:
         """``float[..., V, Cmax]`` -> ``float[..., N]`` (the valid entries)."""
@@ -95,7 +95,7 @@ class Encoding:
             )
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 
-    # --- per-block ops on compact arrays -------------------------------------------------------------
+    # --- per-block ops on compact arrays ----------------------------------------------------------
 
     def split(self, x: jax.Array) -> list[jax.Array]:
         """``[..., N]`` -> one ``[..., n_vars, card]`` view per block."""
@@ -117,7 +117,7 @@ class Encoding:
         return jnp.take(joined, self.variable_position, axis=-1)
 
     def hard(self, perturbed: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Per-variable argmax of compact scores: ``(int32[..., V] codes, float[..., N] one-hot)``."""
+        """Per-variable argmax of compact scores: ``(int32[..., V] codes, float[..., N] hots)``."""
         raws, hots = [], []
         for p in self.split(perturbed):
             raw = jnp.argmax(p, axis=-1).astype(jnp.int32)

@@ -9,9 +9,12 @@ from gannas_jax.search.base import (
     sample_host,
 )
 from gannas_jax.search.driver import SearchResult, plot_progress, run_search
+from gannas_jax.search.ganas import GanNas, GanNasState
 
 __all__ = [
     "Algorithm",
+    "GanNas",
+    "GanNasState",
     "RandomSearch",
     "RegularizedEvolution",
     "SearchError",

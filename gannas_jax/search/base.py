@@ -1,4 +1,4 @@
-"""Ask/tell search algorithms: the shared history and the two baselines.
+"""Ask/tell search algorithms: the shared history, and the random and evolution baselines.
 
 Every algorithm is a frozen dataclass of static settings with three pure methods:
 
@@ -6,26 +6,35 @@ Every algorithm is a frozen dataclass of static settings with three pure methods
     archs, state = algo.ask(key, state)          # int32[b, V], canonical, never seen before
     state = algo.tell(state, archs, scores)
 
-The state is a dict pytree of arrays (NumPy on the host, plus JAX arrays for GAN weights), so the
-driver can checkpoint it with orbax and a resumed run continues bit for bit. The history part of
-the state holds every evaluated architecture and its score at a fixed capacity (the budget):
-
-    archs:  int32[budget, V]   evaluated architectures, in query order
-    scores: float64[budget]    their scores (higher is better)
-    count:  int64[]            how many entries are filled
+The state is a :class:`History` (or a subclass that adds fields), a pytree of host NumPy arrays
+(plus JAX arrays for GAN weights) that the driver checkpoints with orbax, so that a resumed run
+continues bit for bit.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
+import flax.struct
 import jax
 import numpy as np
 
 from gannas_jax.spaces import Space
 
-State = dict[str, Any]
+
+@flax.struct.dataclass
+class History:
+    """Every evaluated architecture and its score, at a fixed capacity (the budget)."""
+
+    archs: np.ndarray  # int32[budget, V]: evaluated architectures, in query order
+    scores: np.ndarray  # float64[budget]: their scores (higher is better), -inf beyond count
+    count: np.ndarray  # int64[]: how many entries are filled
+
+    @classmethod
+    def empty(cls, space: Space, budget: int, **fields) -> History:
+        """An empty history of ``budget`` entries (``fields``: a subclass's own fields)."""
+        archs = np.zeros((budget, space.num_variables), np.int32)
+        return cls(archs, np.full(budget, -np.inf), np.asarray(0, np.int64), **fields)
 
 
 class SearchError(ValueError):
@@ -82,40 +91,33 @@ class Algorithm:
 
     # --- history ------------------------------------------------------------------------------
 
-    def init(self, key: jax.Array, budget: int) -> State:
+    def init(self, key: jax.Array, budget: int) -> History:
         del key
-        return {
-            "archs": np.zeros((budget, self.space.num_variables), np.int32),
-            "scores": np.full(budget, -np.inf),
-            "count": np.asarray(0, np.int64),
-        }
+        return History.empty(self.space, budget)
 
-    def tell(self, state: State, archs: np.ndarray, scores: np.ndarray) -> State:
+    def tell(self, state: History, archs: np.ndarray, scores: np.ndarray) -> History:
         archs, scores = np.asarray(archs, np.int32), np.asarray(scores, np.float64)
-        c, n = int(state["count"]), len(archs)
-        if c + n > len(state["scores"]):
+        c, n = int(state.count), len(archs)
+        if c + n > len(state.scores):
             raise SearchError(
-                f"{self.name}: told {c + n} results, more than the budget {len(state['scores'])}"
+                f"{self.name}: told {c + n} results, more than the budget {len(state.scores)}"
             )
-        out = dict(state)
-        out["archs"] = state["archs"].copy()
-        out["scores"] = state["scores"].copy()
-        out["archs"][c : c + n] = archs
-        out["scores"][c : c + n] = scores
-        out["count"] = np.asarray(c + n, np.int64)
-        return out
+        new_archs, new_scores = state.archs.copy(), state.scores.copy()
+        new_archs[c : c + n] = archs
+        new_scores[c : c + n] = scores
+        return state.replace(archs=new_archs, scores=new_scores, count=np.asarray(c + n, np.int64))
 
-    def remaining(self, state: State) -> int:
-        return len(state["scores"]) - int(state["count"])
+    def remaining(self, state: History) -> int:
+        return len(state.scores) - int(state.count)
 
-    def evaluated(self, state: State) -> tuple[np.ndarray, np.ndarray]:
-        c = int(state["count"])
-        return state["archs"][:c], state["scores"][:c]
+    def evaluated(self, state: History) -> tuple[np.ndarray, np.ndarray]:
+        c = int(state.count)
+        return state.archs[:c], state.scores[:c]
 
-    def seen(self, state: State) -> set[bytes]:
+    def seen(self, state: History) -> set[bytes]:
         return set(row_keys(self.evaluated(state)[0]))
 
-    def top(self, state: State, k: int) -> np.ndarray:
+    def top(self, state: History, k: int) -> np.ndarray:
         """The ``k`` best evaluated architectures (ties broken by query order)."""
         archs, scores = self.evaluated(state)
         order = np.argsort(-scores, kind="stable")[:k]
@@ -127,7 +129,7 @@ class Algorithm:
     def take_novel(candidates: np.ndarray, seen: set[bytes], n: int) -> np.ndarray:
         """The first ``n`` candidates not in ``seen`` and not repeated; updates ``seen``."""
         out = []
-        for row, k in zip(candidates, row_keys(candidates)):
+        for row, k in zip(candidates, row_keys(candidates), strict=True):
             if len(out) == n:
                 break
             if k not in seen:
@@ -156,10 +158,10 @@ class Algorithm:
         """How many first queries are uniform random (None: all of them)."""
         return 0
 
-    def batch(self, state: State) -> int:
+    def batch(self, state: History) -> int:
         return min(self.batch_size, self.remaining(state))
 
-    def ask(self, key: jax.Array, state: State) -> tuple[np.ndarray, State]:
+    def ask(self, key: jax.Array, state: History) -> tuple[np.ndarray, History]:
         raise NotImplementedError
 
 
@@ -173,7 +175,7 @@ class RandomSearch(Algorithm):
     def random_warmup(self) -> int | None:
         return None
 
-    def ask(self, key: jax.Array, state: State) -> tuple[np.ndarray, State]:
+    def ask(self, key: jax.Array, state: History) -> tuple[np.ndarray, History]:
         return self.random_novel(host_rng(key), self.seen(state), self.batch(state)), state
 
 
@@ -205,7 +207,7 @@ class RegularizedEvolution(Algorithm):
                 f"{self.tournament_size} and {self.population_size}"
             )
 
-    def ask(self, key: jax.Array, state: State) -> tuple[np.ndarray, State]:
+    def ask(self, key: jax.Array, state: History) -> tuple[np.ndarray, History]:
         rng = host_rng(key)
         seen = self.seen(state)
         archs, scores = self.evaluated(state)

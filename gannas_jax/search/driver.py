@@ -22,13 +22,13 @@ import json
 import os
 import pathlib
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
 from gannas_jax.evaluate.base import Evaluator
-from gannas_jax.search.base import Algorithm, SearchError, State
+from gannas_jax.search.base import Algorithm, History, SearchError
 
 HISTORY = "history.jsonl"
 RESULT = "result.json"
@@ -81,6 +81,14 @@ def _json_default(x: Any) -> Any:
     raise TypeError(f"not JSON-serializable: {type(x).__name__}")
 
 
+class RunState(NamedTuple):
+    """What a checkpoint holds: everything a resumed run needs."""
+
+    iteration: np.ndarray  # int64[]: iterations done
+    algo: History  # the algorithm's state
+    tests: np.ndarray  # float64[budget]: the test metric of each query (NaN beyond count)
+
+
 class _Checkpoints:
     """Orbax checkpoints of the search state, one per iteration (the last two kept)."""
 
@@ -99,17 +107,17 @@ class _Checkpoints:
     def latest(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: State) -> None:
+    def save(self, step: int, state: RunState) -> None:
         self.manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
         self.manager.wait_until_finished()
 
-    def restore(self, step: int, like: State) -> State:
+    def restore(self, step: int, like: RunState) -> RunState:
         abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, like)
         restored = self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
         # Host-side leaves come back as NumPy; keep JAX leaves on device, as `like` has them.
         return jax.tree.map(
-            lambda r, l: (
-                r if isinstance(l, jax.Array) else np.asarray(r, dtype=np.asarray(l).dtype)
+            lambda r, ref: (
+                r if isinstance(ref, jax.Array) else np.asarray(r, dtype=np.asarray(ref).dtype)
             ),
             restored,
             like,
@@ -125,7 +133,8 @@ def _read_history(path: pathlib.Path, space, upto: int) -> list[str]:
     raw = path.read_bytes().split(b"\n")
     if len(raw) - 1 < upto:  # the last piece is after the final newline
         raise SearchError(
-            f"corrupt {path}: it has {len(raw) - 1} complete lines, the checkpoint holds {upto} queries"
+            f"corrupt {path}: it has {len(raw) - 1} complete lines, the checkpoint holds "
+            f"{upto} queries"
         )
     lines = []
     for i, line in enumerate(raw[:upto]):
@@ -206,7 +215,8 @@ def run_search(
                     k for k in set(old) | set(run_config) if old.get(k) != run_config.get(k)
                 )
                 raise SearchError(
-                    f"workdir {str(wd)!r} holds a run with another config (differs in {', '.join(diff)}); "
+                    f"workdir {str(wd)!r} holds a run with another config "
+                    f"(differs in {', '.join(diff)}); "
                     "use a new --workdir"
                 )
         elif (wd / HISTORY).exists() or (wd / CHECKPOINTS).exists():
@@ -223,24 +233,23 @@ def run_search(
                 raise SearchError(
                     f"corrupt run in {str(wd)!r}: {HISTORY} has queries but there is no checkpoint"
                 )
-            ckpt.save(0, {"iteration": np.asarray(0, np.int64), "algo": state, "tests": tests})
+            ckpt.save(0, RunState(np.asarray(0, np.int64), state, tests))
         else:
             try:
-                saved = ckpt.restore(
-                    step, {"iteration": np.asarray(0, np.int64), "algo": state, "tests": tests}
-                )
+                saved = ckpt.restore(step, RunState(np.asarray(0, np.int64), state, tests))
             except Exception as err:  # orbax raises many kinds; all mean the same to the user
                 raise SearchError(
-                    f"corrupt checkpoint {step} in {str(wd / CHECKPOINTS)!r}: {type(err).__name__}: {err}"
+                    f"corrupt checkpoint {step} in {str(wd / CHECKPOINTS)!r}: "
+                    f"{type(err).__name__}: {err}"
                 ) from None
-            state, tests, iteration = saved["algo"], saved["tests"], int(saved["iteration"])
-            lines = _read_history(hist_path, space, int(state["count"]))
-            for line, arch in zip(lines, algorithm.evaluated(state)[0]):
+            state, tests, iteration = saved.algo, saved.tests, int(saved.iteration)
+            lines = _read_history(hist_path, space, int(state.count))
+            for line, arch in zip(lines, algorithm.evaluated(state)[0], strict=False):
                 if space.from_string(json.loads(line)["arch"]).tolist() != arch.tolist():
                     raise SearchError(
                         f"corrupt run in {str(wd)!r}: {HISTORY} and the checkpoint disagree"
                     )
-        _atomic_write(hist_path, "".join(l + "\n" for l in lines))
+        _atomic_write(hist_path, "".join(line + "\n" for line in lines))
         hist_file = open(hist_path, "a")
 
     bar = None
@@ -249,7 +258,7 @@ def run_search(
 
         bar = tqdm(
             total=int(budget),
-            initial=int(state["count"]),
+            initial=int(state.count),
             desc=f"{algorithm.name} search",
             unit="query",
             dynamic_ncols=True,
@@ -260,12 +269,13 @@ def run_search(
             archs = np.asarray(archs, np.int32)
             if len(archs) == 0 or len(archs) > algorithm.remaining(state):
                 raise SearchError(
-                    f"{algorithm.name} asked for {len(archs)} architectures with {algorithm.remaining(state)} left"
+                    f"{algorithm.name} asked for {len(archs)} architectures with "
+                    f"{algorithm.remaining(state)} left"
                 )
             t0 = time.perf_counter()
             result = evaluator.evaluate(archs, jax.random.fold_in(key_eval, iteration))
             wall = time.perf_counter() - t0
-            c = int(state["count"])
+            c = int(state.count)
             tests[c : c + len(archs)] = result.test
             new_lines = []
             for j, arch in enumerate(archs):
@@ -282,7 +292,7 @@ def run_search(
                 new_lines.append(json.dumps(rec, default=_json_default))
             lines += new_lines
             if hist_file is not None:
-                hist_file.write("".join(l + "\n" for l in new_lines))
+                hist_file.write("".join(line + "\n" for line in new_lines))
                 hist_file.flush()
                 os.fsync(hist_file.fileno())
             state = algorithm.tell(state, archs, result.scores)
@@ -290,7 +300,7 @@ def run_search(
             if ckpt is not None:
                 ckpt.save(
                     iteration,
-                    {"iteration": np.asarray(iteration, np.int64), "algo": state, "tests": tests},
+                    RunState(np.asarray(iteration, np.int64), state, tests),
                 )
             if bar is not None:
                 bar.update(len(archs))

@@ -13,15 +13,28 @@ ALGORITHMS = ("ganas", "random", "evolution")
 EVALUATORS = ("tabular", "training")
 
 
-def dataclass_defaults(cls):
-    """An ``ml_collections.ConfigDict`` of every field of dataclass ``cls`` with its default, so
-    that config files expose each setting to ``--config.x=y`` overrides."""
+def dataclass_defaults(cls, skip: tuple[str, ...] = ("space",)):
+    """An ``ml_collections.ConfigDict`` of every field of dataclass ``cls`` that has a default,
+    with that default (a dataclass default becomes a nested ConfigDict), so that config files
+    expose each setting to ``--config.x=y`` overrides and copy no default by hand."""
     import ml_collections
 
-    defaults = cls()
-    return ml_collections.ConfigDict(
-        {f.name: getattr(defaults, f.name) for f in dataclasses.fields(cls)}
-    )
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        if dataclasses.is_dataclass(value):
+            value = ml_collections.ConfigDict(
+                {g.name: getattr(value, g.name) for g in dataclasses.fields(value)}
+            )
+        values[f.name] = value
+    return ml_collections.ConfigDict(values)
 
 
 def _as_dict(c: Any) -> dict:
@@ -57,7 +70,8 @@ def build_evaluator(config, space: Space | None = None) -> Evaluator:
         from gannas_jax.evaluate.tabular import TabularEvaluator
 
         return TabularEvaluator(config.dataset, config.get("benchmark_dir") or None)
-    from gannas_jax.evaluate.training import TrainConfig, TrainingEvaluator
+    from gannas_jax.evaluate.training import TrainingEvaluator
+    from gannas_jax.train import TrainConfig
 
     train = _fields(TrainConfig, _as_dict(config.get("train", {})), "train")
     return TrainingEvaluator(space, config.dataset, TrainConfig(**train))
@@ -109,8 +123,8 @@ def training_config(
     """
     import ml_collections
 
-    from gannas_jax.evaluate.training import TrainConfig
-    from gannas_jax.gan import GanConfig
+    from gannas_jax.search.ganas import GanNas
+    from gannas_jax.train import TrainConfig
 
     c = ml_collections.ConfigDict()
     c.evaluator = "training"
@@ -121,26 +135,18 @@ def training_config(
     c.space = ml_collections.ConfigDict(space)
     c.train = dataclass_defaults(TrainConfig)
     c.train.update(dict(train or {}, population=population))
-
-    c.ganas = ml_collections.ConfigDict(
-        dict(
-            batch_size=population,
-            num_init=2 * population,
-            top_k=max(4, population // 2),
-            gan_steps=300,
-            num_candidates=2000,
-            num_mutants=0,
-            reinit=False,
-        )
+    # Every algorithm asks for a whole population per iteration.
+    c.ganas = dataclass_defaults(GanNas)
+    c.ganas.update(
+        batch_size=population,
+        num_init=2 * population,
+        top_k=max(4, population // 2),
+        num_candidates=2000,
     )
-    c.ganas.gan = dataclass_defaults(GanConfig)
-    c.ganas.gan.d_spectral_norm = False
-    c.random = ml_collections.ConfigDict({"batch_size": population})
-    c.evolution = ml_collections.ConfigDict(
-        {
-            "batch_size": population,
-            "population_size": 2 * population,
-            "tournament_size": population // 2,
-        }
+    c.random = dataclass_defaults(RandomSearch)
+    c.random.batch_size = population
+    c.evolution = dataclass_defaults(RegularizedEvolution)
+    c.evolution.update(
+        batch_size=population, population_size=2 * population, tournament_size=population // 2
     )
     return c

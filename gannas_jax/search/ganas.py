@@ -15,11 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax.struct
 import jax
 import numpy as np
 
-from gannas_jax.gan import GanConfig, discriminate, fit_gan, generate, init_gan
-from gannas_jax.search.base import Algorithm, SearchError, State, host_rng, mutate_host, row_keys
+from gannas_jax.gan import GanConfig, GanState, discriminate, fit_gan, generate, init_gan
+from gannas_jax.search.base import Algorithm, History, SearchError, host_rng, mutate_host, row_keys
+
+
+@flax.struct.dataclass
+class GanNasState(History):
+    """The search history and the GAN, which keeps training across iterations."""
+
+    gan: GanState = None  # generator, discriminator and their optimizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,29 +72,27 @@ class GanNas(Algorithm):
         if self.num_mutants < 0:
             raise SearchError(f"ganas: num_mutants must be >= 0, got {self.num_mutants}")
 
-    def init(self, key: jax.Array, budget: int) -> State:
-        state = super().init(key, budget)
-        state["gan"] = init_gan(key, self.space, self.gan)
-        return state
+    def init(self, key: jax.Array, budget: int) -> GanNasState:
+        return GanNasState.empty(self.space, budget, gan=init_gan(key, self.space, self.gan))
 
-    def ask(self, key: jax.Array, state: State) -> tuple[np.ndarray, State]:
+    def ask(self, key: jax.Array, state: GanNasState) -> tuple[np.ndarray, GanNasState]:
         k_init, k_fit, k_gen, k_host = jax.random.split(key, 4)
         rng = host_rng(k_host)
         seen = self.seen(state)
         n = self.batch(state)
-        count = int(state["count"])
+        count = int(state.count)
         if count < self.num_init:
             return self.random_novel(rng, seen, min(n, self.num_init - count)), state
 
         real = self.top(state, self.top_k)
-        gan = init_gan(k_init, self.space, self.gan) if self.reinit else state["gan"]
+        gan = init_gan(k_init, self.space, self.gan) if self.reinit else state.gan
         try:
             gan, _ = fit_gan(gan, real, k_fit, self.gan_steps)
         except FloatingPointError:
             # A long-trained GAN can still diverge; the search goes on from a fresh one (the
             # same key gives the same restart, so runs stay reproducible).
             gan, _ = fit_gan(init_gan(k_init, self.space, self.gan), real, k_fit, self.gan_steps)
-        state = dict(state, gan=gan)
+        state = state.replace(gan=gan)
 
         pool = [np.asarray(generate(gan, k_gen, self.num_candidates))]
         if self.num_mutants:

@@ -166,7 +166,8 @@ class Space(abc.ABC):
         arr = self.validate(arch)
         if arr.ndim != 1:
             raise ValueError(
-                f"{self.name}: expected one architecture of shape [{self.num_variables}], got {arr.shape}"
+                f"{self.name}: expected one architecture of shape [{self.num_variables}], "
+                f"got {arr.shape}"
             )
         return arr
 

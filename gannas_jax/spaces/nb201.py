@@ -107,7 +107,7 @@ class NB201Space(Space):
     def to_string(self, arch: Any) -> str:
         codes = self._one(arch)
         nodes: list[list[str]] = [[] for _ in range(3)]
-        for (dst, src), c in zip(EDGES, codes):
+        for (dst, src), c in zip(EDGES, codes, strict=True):
             nodes[dst - 1].append(f"{OPS[c]}~{src}")
         return "+".join("|" + "|".join(n) + "|" for n in nodes)
 
@@ -151,7 +151,8 @@ class NB201Space(Space):
             "space": self.name,
             "cell": self.to_string(codes),
             "edges": [
-                {"from": src, "to": dst, "op": OPS[c]} for (dst, src), c in zip(EDGES, codes)
+                {"from": src, "to": dst, "op": OPS[c]}
+                for (dst, src), c in zip(EDGES, codes, strict=True)
             ],
         }
 
@@ -191,7 +192,7 @@ def isomorphism_key(arch: Any) -> str:
     nodes: dict[int, str] = {0: "0"}
     for dst in (1, 2, 3):
         terms = []
-        for (d, src), c in zip(EDGES, codes):
+        for (d, src), c in zip(EDGES, codes, strict=True):
             if d != dst:
                 continue
             op, inp = OPS[c], nodes[src]

@@ -49,7 +49,7 @@ def _as_int_tuple(value: Any, what: str, unique: bool = True) -> tuple[int, ...]
         raise ValueError(f"sequential: {what} must be a sequence of ints, got {value!r}") from err
     if not out:
         raise ValueError(f"sequential: {what} must not be empty")
-    if any(v <= 0 for v in out) or any(v != w for v, w in zip(out, value)):
+    if any(v <= 0 for v in out) or any(v != w for v, w in zip(out, value, strict=True)):
         raise ValueError(f"sequential: {what} must hold positive ints, got {value!r}")
     if unique and len(set(out)) != len(out):
         raise ValueError(f"sequential: {what} has repeated values: {value!r}")
@@ -129,8 +129,8 @@ class SequentialSpace(Space):
     def variable_names(self) -> tuple[str, ...]:
         names = []
         for s in range(self.num_stages):
-            for l in range(self.slots_per_stage):
-                names += [f"s{s}.{l}.op", f"s{s}.{l}.kernel", f"s{s}.{l}.channels"]
+            for j in range(self.slots_per_stage):
+                names += [f"s{s}.{j}.op", f"s{s}.{j}.kernel", f"s{s}.{j}.channels"]
         for f in range(self.num_fc):
             names += [f"fc{f}.op", f"fc{f}.width"]
         return tuple(names)
@@ -139,9 +139,9 @@ class SequentialSpace(Space):
     def size(self) -> int:
         # A canonical stage is a sequence of 0..L non-empty slots; a conv slot has K*C variants.
         m = len(self.kernel_sizes) * len(self.channels) + (len(STAGE_OPS) - 2)
-        stage = sum(m**l for l in range(self.slots_per_stage + 1))
+        stage = sum(m**k for k in range(self.slots_per_stage + 1))
         h = (len(HEAD_OPS) - 1) * len(self.fc_widths)
-        head = sum(h**l for l in range(self.num_fc + 1))
+        head = sum(h**k for k in range(self.num_fc + 1))
         return stage**self.num_stages * head
 
     @property
@@ -150,10 +150,10 @@ class SequentialSpace(Space):
         r = 2 ** (self.num_stages - 1)
         return self.input_shape[0] // r, self.input_shape[1] // r
 
-    # --- canonicalization -------------------------------------------------------------------------
+    # --- canonicalization ------------------------------------------------------------------------
 
     def split(self, archs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Splits ``[..., V]`` into stage codes ``[..., S, L, 3]`` and head codes ``[..., F, 2]``."""
+        """Splits ``[..., V]`` into stage ``[..., S, L, 3]`` and head ``[..., F, 2]`` codes."""
         n_stage = self.num_stages * self.slots_per_stage * 3
         lead = archs.shape[:-1]
         stage = archs[..., :n_stage].reshape(lead + (self.num_stages, self.slots_per_stage, 3))
@@ -177,7 +177,7 @@ class SequentialSpace(Space):
         lead = archs.shape[:-1]
         return xp.concatenate([stage.reshape(lead + (-1,)), head.reshape(lead + (-1,))], axis=-1)
 
-    # --- strings -----------------------------------------------------------------------------------
+    # --- strings ---------------------------------------------------------------------------------
 
     def _canonical_parts(self, arch: Any) -> tuple[np.ndarray, np.ndarray]:
         codes = self.canonicalize(self._one(arch))
@@ -204,7 +204,8 @@ class SequentialSpace(Space):
         groups = _GROUP_RE.findall(s)
         if _GROUP_RE.sub("", s).strip() or len(groups) != self.num_stages + 1:
             raise ValueError(
-                f"sequential: malformed architecture string {s!r}; expected {self.num_stages} stage "
+                f"sequential: malformed architecture string {s!r}; expected "
+                f"{self.num_stages} stage "
                 "groups and one head group, like '[conv3x3-16 relu] [max_pool] [fc64-relu]'"
             )
         layers = []
@@ -238,7 +239,7 @@ class SequentialSpace(Space):
             head.append({"type": "dense", "units": int(m.group(1)), "activation": m.group(2)})
         return self._encode(layers, head)
 
-    # --- specs --------------------------------------------------------------------------------------
+    # --- specs -----------------------------------------------------------------------------------
 
     def to_spec(self, arch: Any) -> dict:
         stage, head = self._canonical_parts(arch)
@@ -291,7 +292,8 @@ class SequentialSpace(Space):
             or spec.get("num_classes") != self.num_classes
         ):
             raise ValueError(
-                f"sequential: spec is for input {spec.get('input_shape')} / {spec.get('num_classes')} "
+                f"sequential: spec is for input {spec.get('input_shape')} / "
+                f"{spec.get('num_classes')} "
                 f"classes, this space is {list(self.input_shape)} / {self.num_classes}"
             )
         stages, head = spec.get("stages"), spec.get("head")
@@ -307,24 +309,25 @@ class SequentialSpace(Space):
         for s, layers in enumerate(stages):
             if len(layers) > self.slots_per_stage:
                 raise ValueError(
-                    f"sequential: stage {s} has {len(layers)} layers, at most {self.slots_per_stage} fit"
+                    f"sequential: stage {s} has {len(layers)} layers, at most "
+                    f"{self.slots_per_stage} fit"
                 )
-            for l, layer in enumerate(layers):
+            for j, layer in enumerate(layers):
                 kind = layer.get("type") if isinstance(layer, dict) else None
                 if kind == "conv":
                     _check_choice(layer.get("kernel"), self.kernel_sizes, "kernel size", self.name)
                     _check_choice(layer.get("channels"), self.channels, "channel count", self.name)
-                    codes[s, l] = (
+                    codes[s, j] = (
                         CONV,
                         self.kernel_sizes.index(layer["kernel"]),
                         self.channels.index(layer["channels"]),
                     )
                 elif kind == "pool":
                     _check_choice(layer.get("kind"), ("max", "avg"), "pool kind", self.name)
-                    codes[s, l, 0] = STAGE_OPS.index(f"{layer['kind']}_pool")
+                    codes[s, j, 0] = STAGE_OPS.index(f"{layer['kind']}_pool")
                 elif kind == "activation":
                     _check_choice(layer.get("fn"), ACTIVATIONS, "activation", self.name)
-                    codes[s, l, 0] = STAGE_OPS.index(layer["fn"])
+                    codes[s, j, 0] = STAGE_OPS.index(layer["fn"])
                 else:
                     raise ValueError(f"sequential: unknown layer {layer!r} in stage {s}")
         if len(head) > self.num_fc:
