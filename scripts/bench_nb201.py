@@ -127,19 +127,22 @@ def main(argv=None) -> int:
     bar.close()
     total = time.perf_counter() - t_start
 
+    cols = ["dataset", "algorithm", "budget", "best val (mean ± std)", "its test (mean ± std)"]
+    cols += ["regret", "hit rate"]
     lines = [
-        f"NAS-Bench-201, {args.seeds} seeds; best validation accuracy (%) found within the budget, "
-        "the test accuracy of that architecture, mean regret to the best validation accuracy in the "
-        "table, and the share of seeds that found that optimum.",
+        f"NAS-Bench-201, {args.seeds} seeds; best validation accuracy (%) found within the "
+        "budget, the test accuracy of that architecture, mean regret to the best validation "
+        "accuracy in the table, and the share of seeds that found that optimum.",
         "",
-        "| dataset | algorithm | budget | best val (mean ± std) | its test (mean ± std) | regret | hit rate |",
+        "| " + " | ".join(cols) + " |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(
-            f"| {r['dataset']} | {r['algorithm']} | {r['budget']} | {r['val_mean']:.2f} ± {r['val_std']:.2f} "
-            f"| {r['test_mean']:.2f} ± {r['test_std']:.2f} | {r['regret']:.3f} | {r['hit_rate']:.0%} |"
-        )
+        cells = [r["dataset"], r["algorithm"], r["budget"]]
+        cells += [f"{r['val_mean']:.2f} ± {r['val_std']:.2f}"]
+        cells += [f"{r['test_mean']:.2f} ± {r['test_std']:.2f}"]
+        cells += [f"{r['regret']:.3f}", f"{r['hit_rate']:.0%}"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines.append("")
     lines.append(
         "Optimum (best validation accuracy): "
@@ -184,7 +187,7 @@ def plot(curves, opt, datasets, algorithms, path):
     fig, axes = plt.subplots(
         1, len(datasets), figsize=(5 * len(datasets), 3.8), dpi=120, squeeze=False
     )
-    for ax, ds in zip(axes[0], datasets):
+    for ax, ds in zip(axes[0], datasets, strict=True):
         for algo in algorithms:
             regret = opt[ds] - curves[(ds, algo)]["val"]
             q = np.arange(1, regret.shape[1] + 1)

@@ -1,53 +1,40 @@
 """Child training throughput: TrainingEvaluator (JAX) against a PyTorch eager baseline.
 
 Usage:
-  python scripts/bench_torch.py child [--population 16] [--repeats 3] [--chunks 1] [--out bench.json]
+  python scripts/bench_torch.py child [--population 16] [--repeats 3] [--chunks 1] [--out F.json]
 
-The same P random ``SequentialSpace`` architectures on ``digits`` are trained two ways with one
-recipe (steps, batch size, Adam and learning rate from ``TrainConfig``, and the same data order
-from ``gannas_jax.data.batch_indices``), starting from the *same initial weights* (JAX's
-arch-aware init, exported at exact size), so the accuracies are directly comparable:
+Both sides train the same P random ``SequentialSpace`` architectures on ``digits`` with one recipe
+(``TrainConfig``'s steps, batch size and constant-lr Adam, the same data order) from the same
+initial weights (the evaluator's init, exported at exact size), so their accuracies compare. JAX
+trains the population with one ``TrainingEvaluator`` program, compile included; PyTorch builds
+each architecture at its exact size and trains them one after another, build included.
 
-* JAX: one ``TrainingEvaluator`` program for the whole population; its time includes tracing and
-  compilation (a fresh evaluator per repeat, no persistent compilation cache).
-* PyTorch: each architecture built at its exact size from ``space.to_spec(arch)`` and trained one
-  after another in eager mode; its time includes building the models.
-
-With ``--chunks C`` both sides train C x P architectures: JAX as C successive evaluator batches of P
-(what a search does; one compile), PyTorch one after another, so the compile is shared by more
-architectures. The acceptance benchmark is ``--chunks 1``.
-
-Each repeat runs each side in a fresh process (JAX, then PyTorch), so that both pay their
-first-use costs, as a search started from the command line does: JAX its tracing and
-compilation, PyTorch its first pass (its first training run in a process takes ~1 s longer than
-the next ones, measured: 7.4-7.6 s against 6.4-6.8 s on the default batch). The PyTorch process
-then trains the same architectures a second time, and that *warm* time is reported too, with
-JAX's ratio against it. Times exclude imports and data loading; medians over the repeats are
-reported. Prints a Markdown table; ``--out`` writes the numbers as JSON. Like
-``scripts/search.py``, the script splits the CPU into one XLA device per core
-(``gannas_jax.use_cpu_cores``) and the evaluator trains the population on them in parallel;
-``--jax-devices N`` picks another count.
+Each repeat runs each side in a fresh process, so both pay their first-use costs as a search run
+from the command line does; the PyTorch process then trains the architectures a second, warm time,
+reported too. Times exclude imports and data loading; medians over the repeats. ``--chunks C``
+trains C x P architectures, JAX as C evaluator batches sharing one compile (a search's successive
+batches); the acceptance benchmark is ``--chunks 1``. Like ``scripts/search.py``, JAX gets one XLA
+CPU device per core (``gannas_jax.use_cpu_cores``) and trains the population on them in parallel.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
 import sys
 import time
 
+import bench_common as bc
+
 
 def _parse(argv):
-    p = argparse.ArgumentParser(prog="bench_torch.py child", description=__doc__.split("\n\n")[0])
-    p.add_argument("--population", type=int, default=16, help="P, architectures per side")
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=3,
-        help="repeats per side, each in a fresh process (medians reported)",
+    p = bc.parser(
+        "child",
+        __doc__,
+        repeats=3,
+        repeats_help="repeats per side, each in a fresh process (medians reported)",
+        workers=("jax", "torch"),
     )
+    p.add_argument("--population", type=int, default=16, help="P, architectures per side")
     p.add_argument(
         "--chunks",
         type=int,
@@ -55,7 +42,6 @@ def _parse(argv):
         help="train chunks x P architectures (a search's successive batches): JAX compiles once "
         "for all chunks; the default, 1, is the acceptance benchmark",
     )
-    p.add_argument("--seed", type=int, default=0, help="architecture sample and init seed")
     p.add_argument("--steps", type=int, default=None, help="override TrainConfig.steps")
     p.add_argument("--batch-size", type=int, default=None, help="override TrainConfig.batch_size")
     p.add_argument(
@@ -64,7 +50,9 @@ def _parse(argv):
     p.add_argument(
         "--strategy", default=None, help="override TrainConfig.strategy (auto, map, vmap)"
     )
-    p.add_argument("--conv-impl", default=None, help="override TrainConfig.conv_impl")
+    p.add_argument(
+        "--conv-impl", default=None, help="override TrainConfig.conv_impl (auto, blocked, masked)"
+    )
     p.add_argument(
         "--jax-devices",
         type=int,
@@ -77,12 +65,12 @@ def _parse(argv):
         type=int,
         default=1,
         help="torch intra-op threads; 1 is fastest for these tiny models, and on a shared "
-        "machine 2 threads stall on each other (measured 7x slower at load 5)",
+        "machine more threads stall on each other",
     )
     p.add_argument("--skip-torch", action="store_true", help="JAX side only")
-    p.add_argument("--out", default=None, help="write JSON results here")
-    p.add_argument("--worker", choices=("jax", "torch"), default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    bc.require_positive(p, args, "population", "repeats", "chunks", "jax-devices")
+    return args
 
 
 def _torch_model(torch, space, arch, static_params):
@@ -98,10 +86,10 @@ def _torch_model(torch, space, arch, static_params):
         if s:
             layers.append(nn.MaxPool2d(2, 2))
             h, w = h // 2, w // 2
-        for l, layer in enumerate(stage):
+        for j, layer in enumerate(stage):
             if layer["type"] == "conv":
                 conv = nn.Conv2d(c, layer["channels"], layer["kernel"], padding="same")
-                sp = static_params[f"conv{s}_{l}"]
+                sp = static_params[f"conv{s}_{j}"]
                 conv.weight.data = torch.from_numpy(
                     np.ascontiguousarray(np.transpose(sp["kernel"], (3, 2, 0, 1)))
                 )
@@ -125,7 +113,7 @@ def _torch_model(torch, space, arch, static_params):
     d = h * w * c
     names = [f"fc{f}" for f in range(len(spec["head"]))] + ["out"]
     units = [layer["units"] for layer in spec["head"]] + [spec["num_classes"]]
-    for i, (name, u) in enumerate(zip(names, units)):
+    for i, (name, u) in enumerate(zip(names, units, strict=True)):
         dense = nn.Linear(d, u)
         dense.weight.data = torch.from_numpy(
             np.ascontiguousarray(np.asarray(static_params[name]["kernel"]).T)
@@ -149,7 +137,7 @@ def _run_torch(torch, space, archs, statics, ds, idx, cfg):
     idx_t = torch.from_numpy(idx.astype(np.int64))
     vals, tests = [], []
     t0 = time.perf_counter()
-    for arch, sp in zip(archs, statics):
+    for arch, sp in zip(archs, statics, strict=True):
         model = _torch_model(torch, space, arch, sp)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
         for step in range(cfg.steps):
@@ -173,10 +161,10 @@ def _setup(args):
 
     from gannas_jax import SequentialSpace, use_cpu_cores
 
-    # What scripts/search.py does: one XLA CPU device per core, so the population trains on all.
+    # Before JAX starts: one XLA CPU device per core, as scripts/search.py does.
     use_cpu_cores(args.jax_devices)
     from gannas_jax.data import digits
-    from gannas_jax.evaluate.training import TrainConfig
+    from gannas_jax.train import TrainConfig
 
     overrides = {
         k: v
@@ -200,9 +188,10 @@ def _setup(args):
 
 def _jax_worker(args) -> dict:
     """One cold JAX run: a fresh evaluator, compile included."""
+    import jax
     import numpy as np
 
-    from gannas_jax.evaluate.training import TrainingEvaluator
+    from gannas_jax.evaluate import TrainingEvaluator
 
     cfg, space, ds, archs, k_init = _setup(args)
     ev = TrainingEvaluator(space, ds, cfg)
@@ -212,8 +201,6 @@ def _jax_worker(args) -> dict:
         for c in range(0, len(archs), args.population)
     ]
     total = time.perf_counter() - t0
-    import jax
-
     return {
         "seconds": total,
         "compile_s": ev.compile_breakdown.get("compile_s", float("nan")),
@@ -223,7 +210,7 @@ def _jax_worker(args) -> dict:
         "val": np.concatenate([o["val"] for o in outs]).tolist(),
         "test": np.concatenate([o["test"] for o in outs]).tolist(),
         "strategy": cfg.resolved_strategy(),
-        "conv_impl": cfg.resolved_conv_impl(space),
+        "conv_impl": cfg.resolved_conv_impl(),
         "jax_devices": jax.local_device_count(),
         "backend": jax.default_backend(),
         "archs": [space.to_string(a) for a in archs],
@@ -240,7 +227,7 @@ def _torch_worker(args) -> dict:
     import numpy as np
 
     from gannas_jax.child import extract_static_sequential
-    from gannas_jax.evaluate.training import TrainingEvaluator
+    from gannas_jax.evaluate import TrainingEvaluator
 
     cfg, space, ds, archs, k_init = _setup(args)
     # Identical starting weights for both sides: the evaluator's own init, at exact size.
@@ -267,38 +254,26 @@ def _torch_worker(args) -> dict:
     }
 
 
-def _spawn(side: str, argv: list[str]) -> dict:
-    """Runs one worker in a fresh Python process and returns its result."""
-    import subprocess
-
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch.py")
-    proc = subprocess.run(
-        [sys.executable, script, "child", *argv, "--worker", side],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        raise SystemExit(
-            f"the {side} worker failed (exit code {proc.returncode}); its messages are above"
-        )
-    return json.loads(lines[-1][len("RESULT ") :])
+# Recipe fields the JSON copies from the first JAX run.
+_RECIPE = (
+    "steps",
+    "batch_size",
+    "optimizer",
+    "learning_rate",
+    "strategy",
+    "conv_impl",
+    "jax_devices",
+    "backend",
+    "archs",
+)
 
 
 def main(argv: list[str]) -> int:
     args = _parse(argv)
-    if args.jax_devices is not None and args.jax_devices < 1:
-        print("--jax-devices must be >= 1", file=sys.stderr)
-        return 2
-    for name in ("population", "repeats", "chunks"):
-        if getattr(args, name) < 1:
-            print(f"--{name} must be >= 1", file=sys.stderr)
-            return 2
     if args.worker:
-        work = _jax_worker if args.worker == "jax" else _torch_worker
-        print("RESULT " + json.dumps(work(args)), flush=True)
+        bc.report(_jax_worker(args) if args.worker == "jax" else _torch_worker(args))
         return 0
-    from gannas_jax.evaluate.training import TrainConfig
+    from gannas_jax.train import TrainConfig
 
     cfg = TrainConfig()
     if cfg.optimizer != "adam" or cfg.schedule != "constant":
@@ -306,22 +281,22 @@ def main(argv: list[str]) -> int:
         return 2
 
     runs: dict[str, list] = {"jax": [], "torch": []}
-    load = [os.getloadavg()[0]]
+    load = [bc.load()]
     for r in range(args.repeats):
-        runs["jax"].append(_spawn("jax", argv))
-        load.append(os.getloadavg()[0])
+        runs["jax"].append(bc.spawn("child", argv, "jax"))
+        load.append(bc.load())
         msg = f"repeat {r}: jax {runs['jax'][-1]['seconds']:.1f}s"
         if not args.skip_torch:
-            runs["torch"].append(_spawn("torch", argv))
-            load.append(os.getloadavg()[0])
+            runs["torch"].append(bc.spawn("child", argv, "torch"))
+            load.append(bc.load())
             t = runs["torch"][-1]
             msg += f", torch {t['seconds']:.1f}s (warm {t['warm_seconds']:.1f}s)"
-        print(msg, file=sys.stderr)
+        bc.log(msg)
 
     import numpy as np
 
-    def med(side, field):
-        return statistics.median(run[field] for run in runs[side])
+    def times(side, field="seconds"):
+        return [run[field] for run in runs[side]]
 
     P, first = args.population, runs["jax"][0]
     n_archs = P * args.chunks
@@ -330,43 +305,30 @@ def main(argv: list[str]) -> int:
         "chunks": args.chunks,
         "architectures": n_archs,
         "protocol": "fresh process per side and repeat",
-        **{
-            k: first[k]
-            for k in (
-                "steps",
-                "batch_size",
-                "optimizer",
-                "learning_rate",
-                "strategy",
-                "conv_impl",
-                "jax_devices",
-                "backend",
-                "archs",
-            )
-        },
+        **{k: first[k] for k in _RECIPE},
         "repeats": args.repeats,
         "load_avg_1min": load,
         "runs": runs,
     }
-    rows = []
-    j_s = med("jax", "seconds")
+    j_s = statistics.median(times("jax"))
     result["jax"] = {
         "seconds": j_s,
         "archs_per_min": 60 * n_archs / j_s,
-        "compile_s": med("jax", "compile_s"),
-        "trace_lower_s": med("jax", "trace_lower_s"),
-        "execute_s": med("jax", "execute_s"),
+        **{
+            f: statistics.median(times("jax", f))
+            for f in ("compile_s", "trace_lower_s", "execute_s")
+        },
         "mean_val": float(np.mean(first["val"])),
         "mean_test": float(np.mean(first["test"])),
     }
-    rows.append(("JAX TrainingEvaluator", result["jax"]))
+    rows = [("JAX TrainingEvaluator", result["jax"])]
     if runs["torch"]:
         t0 = runs["torch"][0]
         for key, field, name in (
             ("torch", "seconds", "first pass in its process"),
             ("torch_warm", "warm_seconds", "second pass, warm"),
         ):
-            t_s = med("torch", field)
+            t_s = statistics.median(times("torch", field))
             result[key] = {
                 "seconds": t_s,
                 "archs_per_min": 60 * n_archs / t_s,
@@ -375,33 +337,36 @@ def main(argv: list[str]) -> int:
                 "threads": t0["threads"],
             }
             rows.append((f"PyTorch {t0['version']} eager, {name}", result[key]))
-        result["ratio"] = result["jax"]["archs_per_min"] / result["torch"]["archs_per_min"]
-        result["ratio_vs_warm"] = (
-            result["jax"]["archs_per_min"] / result["torch_warm"]["archs_per_min"]
+        apm = {k: result[k]["archs_per_min"] for k in ("jax", "torch", "torch_warm")}
+        result["ratio"] = apm["jax"] / apm["torch"]
+        result["ratio_vs_warm"] = apm["jax"] / apm["torch_warm"]
+        result["paired_ratios"] = bc.paired_ratios(times("torch"), times("jax"))
+        result["paired_ratios_vs_warm"] = bc.paired_ratios(
+            times("torch", "warm_seconds"), times("jax")
         )
-        result["paired_ratios"] = [
-            t["seconds"] / j["seconds"] for j, t in zip(runs["jax"], runs["torch"])
-        ]
-        result["paired_ratios_vs_warm"] = [
-            t["warm_seconds"] / j["seconds"] for j, t in zip(runs["jax"], runs["torch"])
-        ]
         result["mean_val_gap"] = result["jax"]["mean_val"] - result["torch"]["mean_val"]
 
     what = f"P={P}" if args.chunks == 1 else f"{args.chunks} chunks of P={P} ({n_archs})"
     print(
-        f"\nChild training, {what} random SequentialSpace archs on digits, {result['steps']} steps x batch "
-        f"{result['batch_size']}, Adam lr {result['learning_rate']}; {result['backend']} backend, "
-        f"{result['jax_devices']} XLA device(s); each side in a fresh process per repeat, medians of "
-        f"{args.repeats} repeats; 1-min load average {min(load):.1f}-{max(load):.1f}\n"
+        f"\nChild training, {what} random SequentialSpace archs on digits, {result['steps']} "
+        f"steps x batch {result['batch_size']}, Adam lr {result['learning_rate']}; "
+        f"{result['backend']} backend, {result['jax_devices']} XLA device(s); each side in a fresh "
+        f"process per repeat, medians of {args.repeats} repeats; 1-min load average "
+        f"{bc.load_range(load)}\n"
     )
-    print("| side | archs/min | total s | compile s | mean val acc % | mean test acc % |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, r in rows:
-        comp = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"
-        print(
-            f"| {name} | {r['archs_per_min']:.1f} | {r['seconds']:.1f} | {comp} | {r['mean_val']:.2f} | "
-            f"{r['mean_test']:.2f} |"
-        )
+    header = ["side", "archs/min", "total s", "compile s", "mean val acc %", "mean test acc %"]
+    cells = [
+        [
+            name,
+            f"{r['archs_per_min']:.1f}",
+            f"{r['seconds']:.1f}",
+            f"{r['compile_s']:.1f}" if "compile_s" in r else "-",
+            f"{r['mean_val']:.2f}",
+            f"{r['mean_test']:.2f}",
+        ]
+        for name, r in rows
+    ]
+    print(bc.markdown_table(header, cells, ["---"] + ["---:"] * 5))
     if "ratio" in result:
         bar = (
             "(>= 1.0 required, 2.0 target)"
@@ -420,9 +385,7 @@ def main(argv: list[str]) -> int:
         f"{jx['compile_s']:.1f}s, execute {jx['execute_s']:.1f}s "
         f"({1e3 * jx['execute_s'] / (n_archs * result['steps']):.2f} ms per child-step)"
     )
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+    bc.write_json(args.out, result, indent=1)
     return 0
 
 

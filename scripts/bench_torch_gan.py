@@ -1,42 +1,33 @@
 """Adversarial training steps/s: gannas_jax's compiled ``fit_gan`` against the PyTorch original.
 
-Run through the dispatcher:
+Usage:
+  python scripts/bench_torch.py gan [--spaces nb201,sequential] [--steps 1000] [--repeats 7]
+                                    [--out F.json]
 
-  python scripts/bench_torch.py gan                      # both spaces, markdown table
-  python scripts/bench_torch.py gan --out bench_gan.json --repeats 7 --steps 1000
+Both sides run the original sketch's algorithm: generator ``z (100) -> 256 (ReLU) -> N
+(sigmoid)``, discriminator ``N -> 256 (LeakyReLU 0.2) -> 1 (sigmoid)``, BCE (non-saturating),
+Adam 2e-4 (betas 0.5, 0.999), batch 64, per step one discriminator then one generator update,
+real batches drawn uniformly from a fixed real set; JAX without spectral norm or entropy bonus,
+generating through straight-through Gumbel-softmax. N is the space's compact one-hot size, the
+one ``fit_gan`` trains on (``gannas_jax.gan.encoding``). Where the dense ``V * Cmax`` encoding is
+larger (``SequentialSpace``: 154 against 92, the extra entries structural zeros), PyTorch is also
+timed at that size, for reference only: the same function with dead weights.
 
-The PyTorch side is a faithful port of the original sketch's training loop: a generator MLP
-``z (100) -> 256 (ReLU) -> one-hot size (sigmoid)``, a discriminator MLP
-``one-hot size -> 256 (LeakyReLU 0.2) -> 1 (sigmoid)``, BCE, Adam 2e-4 (betas 0.5, 0.999) for
-both, batch 64, and per step one discriminator update (``D(real)`` and ``D(fake.detach())``)
-followed by one generator update (``D(fake)`` against label 1). Real batches are drawn uniformly
-from a fixed real set, as in ``fit_gan``.
-
-The one-hot size is the space's compact encoding ``N = sum(cardinalities)``, the size ``fit_gan``
-trains on (``gannas_jax.gan.encoding``); that PyTorch run is the baseline of the ratio. Where the
-dense encoding ``V * Cmax`` is larger (``SequentialSpace``: 154 against 92, the extra entries
-being structural zeros), the PyTorch port is also timed at the dense size and reported beside it,
-for reference only: it is the same function with dead weights.
-
-The JAX side is ``fit_gan`` with the same sizes and the original's algorithm (non-saturating
-loss, Adam 2e-4, no spectral normalization, no entropy bonus), generating through
-straight-through Gumbel-softmax, running ``--steps`` steps per call.
-Both sides are timed on the same machine in the same process with ``time.perf_counter``, JAX
-after ``block_until_ready`` and excluding compilation (reported separately). Repeats interleave
-the sides (rotating which goes first) and the script reports medians. PyTorch is timed with its
-default thread count and with one thread; the faster median is the baseline of the ratio (on a
-loaded machine its OpenMP barriers make the default far slower). Torch is imported only here.
+All sides run in one process, timed with ``time.perf_counter`` (JAX after
+``block_until_ready``, compile excluded and reported apart), in interleaved repeats that rotate
+which side goes first; medians are reported. PyTorch is timed with its default thread count and
+with one thread and the faster is the baseline: on a loaded machine its OpenMP barriers make the
+default far slower.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
+
+import bench_common as bc
 
 SPACES = ("nb201", "sequential")
 
@@ -47,7 +38,7 @@ def _make_space(name):
     return NB201Space() if name == "nb201" else SequentialSpace()
 
 
-# --- PyTorch: the original loop -------------------------------------------------------------------
+# --- PyTorch: the original loop ---
 
 
 class TorchGan:
@@ -98,7 +89,7 @@ class TorchGan:
         return float(d_loss.detach()), float(g_loss.detach())
 
 
-# --- JAX -------------------------------------------------------------------------------------------
+# --- JAX ---
 
 
 class JaxGan:
@@ -158,7 +149,7 @@ def _timed(fn, num_steps):
     return wall, (time.process_time() - c0) / wall
 
 
-def bench_space(name, args, log):
+def bench_space(name, args):
     import jax
     import numpy as np
     import torch
@@ -181,8 +172,7 @@ def bench_space(name, args, log):
     if torch_dense is not None:
         torch_dense.run(args.warmup_steps)
 
-    # PyTorch runs with its default thread count and with one thread: on a loaded 2-core machine
-    # its OpenMP barriers can make the default far slower, so the baseline is whichever is faster.
+    # Its default thread count and one thread (the module docstring says why).
     default_threads = torch.get_num_threads()
     thread_counts = (
         sorted({default_threads, 1}, reverse=True) if args.threads == 0 else [args.threads]
@@ -204,13 +194,13 @@ def bench_space(name, args, log):
     cpus = {side: [] for side, _ in sides}
     loads = []
     for r in range(args.repeats):
-        loads.append(os.getloadavg()[0])
+        loads.append(bc.load())
         shift = r % len(sides)  # rotate which side goes first
         for side, fn in sides[shift:] + sides[:shift]:
             wall, cpu = _timed(fn, args.steps)
             walls[side].append(wall)
             cpus[side].append(cpu)
-        log(
+        bc.log(
             f"  {name} repeat {r}: "
             + ", ".join(f"{side} {args.steps / walls[side][-1]:8.1f} steps/s" for side, _ in sides)
             + f", load {loads[-1]:.2f}"
@@ -220,7 +210,8 @@ def bench_space(name, args, log):
     torch_sides = [side for side, _ in sides if side.startswith("torch_")]
     dense_sides = [side for side, _ in sides if side.startswith("torchdense_")]
     best_torch = max(torch_sides, key=sps.get)
-    paired = [min(walls[t][i] for t in torch_sides) / walls["jax"][i] for i in range(args.repeats)]
+    best_walls = [min(ws) for ws in zip(*(walls[t] for t in torch_sides), strict=True)]
+    paired = bc.paired_ratios(best_walls, walls["jax"])
     macs = _macs_per_step(onehot.shape[1])  # what both baseline sides compute
     return {
         "space": name,
@@ -249,38 +240,52 @@ def bench_space(name, args, log):
 
 
 def markdown(results):
-    lines = [
-        "| space | one-hot size | JAX steps/s | PyTorch steps/s (threads) | PyTorch, each thread count | "
-        "ratio (medians) | paired ratio | PyTorch at dense size (ratio) | JAX compile (s) | JAX GFLOP/s | "
-        "load (1-min avg) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "space",
+        "one-hot size",
+        "JAX steps/s",
+        "PyTorch steps/s (threads)",
+        "PyTorch, each thread count",
+        "ratio (medians)",
+        "paired ratio",
+        "PyTorch at dense size (ratio)",
+        "JAX compile (s)",
+        "JAX GFLOP/s",
+        "load (1-min avg)",
     ]
+    rows = []
     for r in results:
-        lines.append(
-            f"| {r['space']} | {r['onehot_size']} | {r['jax_steps_per_s']:.0f} | {r['torch_steps_per_s']:.0f} "
-            f"({r['torch_baseline'].split('_')[1]}) | "
-            + ", ".join(
-                f"{k.split('_')[1]}: {v:.0f}" for k, v in r["torch_steps_per_s_by_threads"].items()
+        by_threads = r["torch_steps_per_s_by_threads"].items()
+        dense = "-"
+        if r["torch_dense_steps_per_s"]:
+            dense = (
+                f"{r['dense_onehot_size']}: {r['torch_dense_steps_per_s']:.0f} "
+                f"({r['ratio_vs_dense']:.2f})"
             )
-            + f" | {r['ratio']:.2f} | {r['paired_ratio_median']:.2f} | "
-            + (
-                f"{r['dense_onehot_size']}: {r['torch_dense_steps_per_s']:.0f} ({r['ratio_vs_dense']:.2f})"
-                if r["torch_dense_steps_per_s"]
-                else "-"
-            )
-            + f" | {r['jax_compile_s']:.1f} | "
-            f"{r['jax_gflops']:.1f} | {min(r['loadavg_1min']):.1f}-{max(r['loadavg_1min']):.1f} |"
+        rows.append(
+            [
+                r["space"],
+                str(r["onehot_size"]),
+                f"{r['jax_steps_per_s']:.0f}",
+                f"{r['torch_steps_per_s']:.0f} ({r['torch_baseline'].split('_')[1]})",
+                ", ".join(f"{k.split('_')[1]}: {v:.0f}" for k, v in by_threads),
+                f"{r['ratio']:.2f}",
+                f"{r['paired_ratio_median']:.2f}",
+                dense,
+                f"{r['jax_compile_s']:.1f}",
+                f"{r['jax_gflops']:.1f}",
+                bc.load_range(r["loadavg_1min"]),
+            ]
         )
-    return "\n".join(lines)
+    return bc.markdown_table(header, rows)
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="bench_torch.py gan", description=__doc__.split("\n")[0])
+    parser = bc.parser("gan", __doc__, repeats=7, repeats_help="interleaved timed repeats per side")
     parser.add_argument(
         "--spaces", default=",".join(SPACES), help=f"comma-separated, from {SPACES}"
     )
     parser.add_argument("--steps", type=int, default=1000, help="steps per timed call")
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved timed repeats per side")
     parser.add_argument(
         "--warmup-steps", type=int, default=200, help="untimed PyTorch warm-up steps"
     )
@@ -291,48 +296,24 @@ def main(argv: list[str]) -> int:
         default=0,
         help="PyTorch threads (0: time both its default and 1 thread; the faster is the baseline)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    bc.require_positive(parser, args, "steps", "repeats")
     spaces = [s.strip() for s in args.spaces.split(",") if s.strip()]
     unknown = [s for s in spaces if s not in SPACES]
     if unknown or not spaces:
         parser.error(f"unknown spaces {unknown}; choose from {SPACES}")
-    if args.steps < 1 or args.repeats < 1:
-        parser.error("--steps and --repeats must be positive")
 
-    import jax
-    import torch
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
-    log(f"load average before: {os.getloadavg()}")
-    results = [bench_space(s, args, log) for s in spaces]
+    bc.log(f"load average before: {os.getloadavg()}")
+    results = [bench_space(s, args) for s in spaces]
     print(markdown(results))
     print()
     print(
-        f"Medians of {args.repeats} interleaved repeats of {args.steps} steps; JAX compile excluded. "
-        f"{os.cpu_count()} CPUs; PyTorch baseline = the faster of its thread counts; load average after "
-        f"{tuple(round(x, 2) for x in os.getloadavg())}. GFLOP/s counts the dense MLP multiply-adds only."
+        f"Medians of {args.repeats} interleaved repeats of {args.steps} steps; JAX compile "
+        f"excluded. {os.cpu_count()} CPUs; PyTorch baseline = the faster of its thread counts; "
+        f"load average after {tuple(round(x, 2) for x in os.getloadavg())}. GFLOP/s counts the "
+        "dense MLP multiply-adds only."
     )
-    if args.out:
-        payload = {
-            "results": results,
-            "machine": {
-                "cpu_count": os.cpu_count(),
-                "platform": platform.platform(),
-                "processor": platform.processor(),
-            },
-            "versions": {
-                "jax": jax.__version__,
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-            },
-            "args": vars(args),
-        }
-        with open(args.out, "w") as f:
-            json.dump(payload, f, indent=2)
+    bc.write_json(args.out, {"results": results, **bc.environment(), "args": vars(args)}, indent=2)
     return 0
 
 
