@@ -151,6 +151,46 @@ def test_driver_writes_workdir_and_resumes_complete_run(cifar10, tmp_path):
         )
 
 
+class _Stop(Exception):
+    pass
+
+
+class _DiesAfter(_Recorder):
+    """The fake evaluator, raising on its ``n``-th call: a run killed mid-iteration."""
+
+    def __init__(self, space, n):
+        super().__init__(space)
+        self.n = n
+
+    def evaluate(self, archs, key):
+        if len(self.asked) + 1 == self.n:
+            raise _Stop
+        return super().evaluate(archs, key)
+
+
+@pytest.mark.parametrize("every", [0.0, float("inf")], ids=["every-iteration", "first-and-last"])
+def test_interrupted_run_resumes_to_the_uninterrupted_queries(tmp_path, every):
+    """Whatever the checkpoint interval, the iterations after the last checkpoint are redone
+    with the same keys: the resumed run ends with the uninterrupted run's queries."""
+    space, algo = NB201Space(), RegularizedEvolution(NB201Space())
+    ref = run_search(algo, _Recorder(space), 40, None, 3, progress=False)
+    with pytest.raises(_Stop):
+        run_search(
+            algo, _DiesAfter(space, 26), 40, tmp_path, 3, progress=False, checkpoint_every_s=every
+        )
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps[-1] == (25 if every == 0 else 0)
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 25
+    res = run_search(
+        algo, _Recorder(space), 40, tmp_path, 3, progress=False, checkpoint_every_s=every
+    )
+    np.testing.assert_array_equal(res.archs, ref.archs)
+    np.testing.assert_array_equal(res.scores, ref.scores)
+    recs = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [r["query"] for r in recs] == list(range(40))
+    assert [space.from_string(r["arch"]).tolist() for r in recs] == ref.archs.tolist()
+
+
 @pytest.mark.parametrize("budget", [0, -3, 2.5, 20000])
 def test_bad_budget(cifar10, budget):
     with pytest.raises(SearchError, match="budget"):

@@ -7,7 +7,8 @@ a query:
     result = evaluator.evaluate(archs, fold_in(key_eval, it))
     append one line per query to history.jsonl (flushed and fsynced)
     state = algorithm.tell(state, archs, result.scores)
-    checkpoint (it + 1, state)  with orbax, atomically
+    checkpoint (it + 1, state)  with orbax, atomically, if checkpoint_every_s have passed
+                                since the last one, and always after the last iteration
 
 On restart the latest checkpoint is restored and ``history.jsonl`` is cut back to the queries it
 holds: lines written after it (and a line torn by the kill) belong to the iteration that is redone,
@@ -159,6 +160,7 @@ def run_search(
     config: dict | None = None,
     progress: bool = True,
     plot: bool = True,
+    checkpoint_every_s: float = 1.0,
 ) -> SearchResult:
     """Runs ``algorithm`` against ``evaluator`` until ``budget`` unique queries are spent.
 
@@ -173,6 +175,10 @@ def run_search(
         different config is refused.
       progress: show a tqdm progress bar.
       plot: write ``workdir/progress.png``.
+      checkpoint_every_s: least seconds between checkpoints (one orbax save costs ~0.1 s, far
+        more than a tabular query). A kill redoes the iterations since the last checkpoint, with
+        the same keys, so it costs at most this long plus one iteration and changes no result.
+        0 checkpoints every iteration.
 
     Returns:
       A :class:`SearchResult`.
@@ -187,6 +193,8 @@ def run_search(
         raise SearchError(f"budget {budget} exceeds the {space.size} architectures of the space")
     if algorithm.space != space:
         raise SearchError("the algorithm and the evaluator use different search spaces")
+    if not checkpoint_every_s >= 0:
+        raise SearchError(f"checkpoint_every_s must be >= 0, got {checkpoint_every_s!r}")
 
     key = jax.random.key(seed)
     key_init, key_ask, key_eval = jax.random.split(key, 3)
@@ -251,6 +259,7 @@ def run_search(
                     )
         _atomic_write(hist_path, "".join(line + "\n" for line in lines))
         hist_file = open(hist_path, "a")
+    last_save = time.monotonic()
 
     bar = None
     if progress:
@@ -297,11 +306,10 @@ def run_search(
                 os.fsync(hist_file.fileno())
             state = algorithm.tell(state, archs, result.scores)
             iteration += 1
-            if ckpt is not None:
-                ckpt.save(
-                    iteration,
-                    RunState(np.asarray(iteration, np.int64), state, tests),
-                )
+            done = algorithm.remaining(state) == 0
+            if ckpt is not None and (done or time.monotonic() - last_save >= checkpoint_every_s):
+                ckpt.save(iteration, RunState(np.asarray(iteration, np.int64), state, tests))
+                last_save = time.monotonic()
             if bar is not None:
                 bar.update(len(archs))
                 bar.set_postfix(best=f"{float(np.max(algorithm.evaluated(state)[1])):.2f}")
