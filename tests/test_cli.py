@@ -21,6 +21,8 @@ NB201 = [
     "--config.dataset=cifar10",
     "--config.seed=0",
 ]
+# The NB201 runs' budget: the 30 random queries and 5 GAN iterations of 10.
+BUDGET = 80
 
 
 # The scripts keep compiled programs in a persistent cache (default ~/.cache/gannas_jax/xla); the
@@ -52,11 +54,11 @@ def search(workdir, *extra, nb201_dir=None, config=NB201, check=True):
 
 @pytest.fixture(scope="module")
 def nb201_runs(nb201_dir, tmp_path_factory):
-    """One uninterrupted budget-150 run of each algorithm, shared by the tests below."""
+    """One uninterrupted budget-BUDGET run of each algorithm, shared by the tests below."""
     runs = {}
     for algo in ("ganas", "random", "evolution"):
         wd = tmp_path_factory.mktemp(algo)
-        search(wd, f"--config.algorithm={algo}", "--config.budget=150", nb201_dir=nb201_dir)
+        search(wd, f"--config.algorithm={algo}", f"--config.budget={BUDGET}", nb201_dir=nb201_dir)
         runs[algo] = wd
     return runs
 
@@ -65,13 +67,13 @@ def nb201_runs(nb201_dir, tmp_path_factory):
 def test_cli_contract(nb201_runs, algo):
     wd = nb201_runs[algo]
     lines = (wd / "history.jsonl").read_text().splitlines()
-    assert len(lines) == 150
+    assert len(lines) == BUDGET
     recs = [json.loads(line) for line in lines]
-    assert len({r["arch"] for r in recs}) == 150
-    assert [r["query"] for r in recs] == list(range(150))
+    assert len({r["arch"] for r in recs}) == BUDGET
+    assert [r["query"] for r in recs] == list(range(BUDGET))
     result = json.loads((wd / "result.json").read_text())
     assert set(result) == {"best_arch", "best_score", "best_test", "num_queries"}
-    assert result["num_queries"] == 150
+    assert result["num_queries"] == BUDGET
     best = max(recs, key=lambda r: r["score"])
     assert result["best_arch"] == best["arch"] and result["best_test"] == best["test"]
     assert (wd / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -93,7 +95,7 @@ def _run_and_kill(workdir, nb201_dir, at_lines):
             "--workdir",
             str(workdir),
             "--config.algorithm=ganas",
-            "--config.budget=150",
+            f"--config.budget={BUDGET}",
         ],
         env=_env(nb201_dir),
         cwd=ROOT,
@@ -113,9 +115,9 @@ def _run_and_kill(workdir, nb201_dir, at_lines):
 
 def test_kill_and_resume_is_bitwise_identical(nb201_runs, nb201_dir, tmp_path):
     reference = (nb201_runs["ganas"] / "history.jsonl").read_bytes()
-    killed_at = [_run_and_kill(tmp_path, nb201_dir, n) for n in (1, 45, 95)]
-    assert killed_at[-1] < 150, "the run finished before it could be killed"
-    search(tmp_path, "--config.algorithm=ganas", "--config.budget=150", nb201_dir=nb201_dir)
+    killed_at = [_run_and_kill(tmp_path, nb201_dir, n) for n in (1, 35, 55)]
+    assert killed_at[-1] < BUDGET, "the run finished before it could be killed"
+    search(tmp_path, "--config.algorithm=ganas", f"--config.budget={BUDGET}", nb201_dir=nb201_dir)
     assert (tmp_path / "history.jsonl").read_bytes() == reference
     assert (tmp_path / "result.json").read_text() == (
         nb201_runs["ganas"] / "result.json"
@@ -172,7 +174,11 @@ def test_workdir_of_another_config_is_refused(nb201_runs, nb201_dir):
     wd = nb201_runs["random"]
     before = _digest(wd)
     out = search(
-        wd, "--config.algorithm=evolution", "--config.budget=150", nb201_dir=nb201_dir, check=False
+        wd,
+        "--config.algorithm=evolution",
+        f"--config.budget={BUDGET}",
+        nb201_dir=nb201_dir,
+        check=False,
     )
     _assert_one_line_error(out, "another config", "algorithm")
     assert _digest(wd) == before
@@ -197,7 +203,11 @@ def test_corrupt_files_are_refused(nb201_runs, nb201_dir, tmp_path, damage):
         needle = "corrupt checkpoint"
     before = _digest(wd)
     out = search(
-        wd, "--config.algorithm=evolution", "--config.budget=150", nb201_dir=nb201_dir, check=False
+        wd,
+        "--config.algorithm=evolution",
+        f"--config.budget={BUDGET}",
+        nb201_dir=nb201_dir,
+        check=False,
     )
     _assert_one_line_error(out, needle)
     assert _digest(wd) == before
@@ -216,41 +226,16 @@ DIGITS_TINY = [
 ]
 
 
-def test_training_run_kill_and_resume(tmp_path):
-    """A training search killed mid-run resumes to the same architectures and scores."""
-    ref, cut = tmp_path / "ref", tmp_path / "cut"
-    search(ref, config=DIGITS_TINY)
-    proc = subprocess.Popen(
-        [*SEARCH, *DIGITS_TINY, "--workdir", str(cut)],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 300
-        while _lines(cut / "history.jsonl") < 4 and proc.poll() is None:
-            assert time.time() < deadline, "search made no progress"
-            time.sleep(0.01)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert 4 <= _lines(cut / "history.jsonl") < 12
-    search(cut, config=DIGITS_TINY)
-    a = [json.loads(line) for line in (ref / "history.jsonl").read_text().splitlines()]
-    b = [json.loads(line) for line in (cut / "history.jsonl").read_text().splitlines()]
-    assert [r["arch"] for r in a] == [r["arch"] for r in b] and len(a) == 12
-    np.testing.assert_allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-3)
-    np.testing.assert_allclose([r["test"] for r in a], [r["test"] for r in b], atol=1e-3)
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """One uninterrupted tiny training search, compiled into an --xla_cache folder of its own
+    (every program written, whatever its compile time). Returns (workdir, run)."""
+    root = tmp_path_factory.mktemp("digits")
+    cache = root / "xla"
 
-
-def test_compilation_cache_is_written_then_reused(tmp_path):
-    """A rerun loads every compiled program from the --xla_cache folder, with the same results."""
-    cache = tmp_path / "xla"
-
-    def run(wd):
+    def run(workdir):
         out = subprocess.run(
-            [*SEARCH, *DIGITS_TINY, "--workdir", str(tmp_path / wd), f"--xla_cache={cache}"],
+            [*SEARCH, *DIGITS_TINY, "--workdir", str(workdir), f"--xla_cache={cache}"],
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -258,15 +243,51 @@ def test_compilation_cache_is_written_then_reused(tmp_path):
             env={**_env(), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"},
         )
         assert out.returncode == 0, out.stderr[-3000:]
-        return sorted(p.name for p in cache.glob("*-cache")), (
-            tmp_path / wd / "history.jsonl"
-        ).read_text()
 
-    first, hist_a = run("a")
-    assert len(first) >= 2  # at least the training program and the GAN program
-    again, hist_b = run("b")
-    assert again == first  # every program was a cache hit: nothing new was compiled
-    a = [json.loads(line) for line in hist_a.splitlines()]
-    b = [json.loads(line) for line in hist_b.splitlines()]
+    run.cache = cache
+    run(root / "ref")
+    run.first = sorted(p.name for p in cache.glob("*-cache"))
+    return root / "ref", run
+
+
+def _history(workdir):
+    return [json.loads(line) for line in (workdir / "history.jsonl").read_text().splitlines()]
+
+
+def test_training_run_kill_and_resume(digits_run, tmp_path):
+    """A training search killed mid-run resumes to the same architectures and scores."""
+    ref, run = digits_run
+    proc = subprocess.Popen(
+        [*SEARCH, *DIGITS_TINY, "--workdir", str(tmp_path), f"--xla_cache={run.cache}"],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 300
+        while _lines(tmp_path / "history.jsonl") < 4 and proc.poll() is None:
+            assert time.time() < deadline, "search made no progress"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert 4 <= _lines(tmp_path / "history.jsonl") < 12
+    run(tmp_path)
+    a, b = _history(ref), _history(tmp_path)
+    assert [r["arch"] for r in a] == [r["arch"] for r in b] and len(a) == 12
+    np.testing.assert_allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-3)
+    np.testing.assert_allclose([r["test"] for r in a], [r["test"] for r in b], atol=1e-3)
+
+
+def test_compilation_cache_is_written_then_reused(digits_run, tmp_path):
+    """A rerun loads every compiled program from the --xla_cache folder, with the same results."""
+    ref, run = digits_run
+    assert len(run.first) >= 2  # at least the training program and the GAN program
+    before = sorted(p.name for p in run.cache.glob("*-cache"))
+    assert set(run.first) <= set(before)
+    run(tmp_path)
+    assert sorted(p.name for p in run.cache.glob("*-cache")) == before  # nothing new compiled
+    a, b = _history(ref), _history(tmp_path)
     assert [r["arch"] for r in a] == [r["arch"] for r in b]
     assert [r["score"] for r in a] == [r["score"] for r in b]

@@ -17,7 +17,10 @@ def _python_blocks() -> list[str]:
 def test_readme_python_examples_run(nb201_dir, tmp_path, monkeypatch):
     blocks = _python_blocks()
     assert len(blocks) >= 5, "the README lost its Python examples"
-    monkeypatch.chdir(tmp_path)  # the examples write their run folders relative to the cwd
+    # The examples read $GANNAS_NB201_DIR, which CI sets relative to the checkout: pin it before
+    # moving to tmp_path, where the examples write their run folders.
+    monkeypatch.setenv("GANNAS_NB201_DIR", str(nb201_dir.resolve()))
+    monkeypatch.chdir(tmp_path)
     ns: dict = {}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
