@@ -115,7 +115,7 @@ def _run_and_kill(workdir, nb201_dir, at_lines):
 
 def test_kill_and_resume_is_bitwise_identical(nb201_runs, nb201_dir, tmp_path):
     reference = (nb201_runs["ganas"] / "history.jsonl").read_bytes()
-    killed_at = [_run_and_kill(tmp_path, nb201_dir, n) for n in (1, 35, 55)]
+    killed_at = [_run_and_kill(tmp_path, nb201_dir, n) for n in (1, 55)]
     assert killed_at[-1] < BUDGET, "the run finished before it could be killed"
     search(tmp_path, "--config.algorithm=ganas", f"--config.budget={BUDGET}", nb201_dir=nb201_dir)
     assert (tmp_path / "history.jsonl").read_bytes() == reference
