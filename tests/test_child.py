@@ -342,12 +342,13 @@ def test_sequential_cost_matches_static_param_count(seq_archs, x_seq):
 
 NB = NB201Space()
 NB_KW = dict(channels=3, cells=1, num_classes=4)
+N_NB201 = 30  # every op on every edge (checked below): each compiles its own static net
 
 
 @pytest.fixture(scope="module")
 def nb_setup():
     x = jax.random.normal(jax.random.key(2), (4, 8, 8, 3))
-    archs = np.asarray(NB.sample(jax.random.key(5), N_ARCHS))
+    archs = np.asarray(NB.sample(jax.random.key(5), N_NB201))
     child = NB201Child(NB, **NB_KW)
     template = jax.jit(child.init)(jax.random.key(0), archs[0], x)
     apply = jax.jit(
@@ -359,6 +360,7 @@ def nb_setup():
 
 def test_nb201_matches_static(nb_setup):
     x, archs, template, apply = nb_setup
+    assert all(len(set(archs[:, e])) == len(NB.ops) for e in range(archs.shape[1]))
     for i, arch in enumerate(archs):
         static = static_nb201(NB, arch, **NB_KW)
         # non-trivial running statistics, so inference mode is a real check

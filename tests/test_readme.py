@@ -35,7 +35,7 @@ def test_readme_python_examples_run(nb201_dir, tmp_path, monkeypatch):
     assert np.all(np.isfinite(np.asarray(ns["logits"])))
     # The whole search: a budget of unique queries, a best found in the table.
     result = ns["result"]
-    assert len(result.scores) == 150 and result.best_score == max(result.scores)
+    assert len(result.scores) == 100 and result.best_score == max(result.scores)
     assert (tmp_path / "runs" / "nb201" / "result.json").is_file()
     # Training children: validation and test accuracies in percent.
     res = ns["res"]
