@@ -231,7 +231,7 @@ def test_scoring_plan_keeps_logits_and_params(ds):
     stage = np.asarray([[[1, 1, 1], [2, 0, 0]], [[1, 0, 1], [4, 0, 0]]])  # a conv in each stage
     arch = jax.numpy.asarray(np.concatenate([stage.reshape(-1), [1, 0]]), jax.numpy.int32)
     assert SPACE.to_string(arch).count("conv") == 2
-    state = init_state(child, tx, jax.random.key(0), arch)
+    state = jax.jit(lambda k: init_state(child, tx, k, arch))(jax.random.key(0))
     plan = child.plan(arch)
     step = jax.jit(lambda st, p: train_step(child, tx, st, p, x, y, return_logits=True))
     _, loss, logits = step(state, plan)
