@@ -11,8 +11,8 @@ a query:
                                 since the last one, and always after the last iteration
 
 On restart the latest checkpoint is restored and ``history.jsonl`` is cut back to the queries it
-holds: lines written after it (and a line torn by the kill) belong to the iteration that is redone,
-and since every key is derived from ``(seed, iteration)`` the redo asks for the same
+holds: lines written after it (and a line torn by the kill) belong to the iterations that are
+redone, and since every key is derived from ``(seed, iteration)`` the redo asks for the same
 architectures.
 """
 
