@@ -13,6 +13,7 @@ import ml_collections
 from gannas_jax.search.base import RandomSearch, RegularizedEvolution
 from gannas_jax.search.factory import dataclass_defaults
 from gannas_jax.search.ganas import GanNas
+from gannas_jax.search.local import LocalSearch
 
 
 def get_config():
@@ -20,7 +21,7 @@ def get_config():
     c.evaluator = "tabular"
     c.dataset = "cifar10"
     c.benchmark_dir = ""
-    c.algorithm = "ganas"  # ganas | random | evolution
+    c.algorithm = "ganas"  # ganas | random | evolution | local_search
     c.budget = 150
     c.seed = 0
     # Every setting comes from the algorithm's own defaults; override any with --config.x=y,
@@ -31,4 +32,6 @@ def get_config():
     # Regularized evolution's defaults are Real et al. (2019)'s settings as used on NAS-Bench-201
     # by Dong & Yang (2020): one query per iteration, population 20, tournament 5.
     c.evolution = dataclass_defaults(RegularizedEvolution)
+    # White et al. (2020): 10 random starts, then one query per iteration.
+    c.local_search = dataclass_defaults(LocalSearch)
     return c

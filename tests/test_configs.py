@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 from gannas_jax import NB201Space, SequentialSpace
-from gannas_jax.search.factory import build_algorithm, build_space
+from gannas_jax.search.factory import ALGORITHMS, build_algorithm, build_space
 
 CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 
@@ -25,7 +25,7 @@ def test_config_builds(path):
     assert "Run:" in path.read_text() and path.stem in path.read_text().split("Run:")[1]
     space = build_space(config)
     assert isinstance(space, NB201Space if config.evaluator == "tabular" else SequentialSpace)
-    for name in ("ganas", "random", "evolution"):
+    for name in ALGORITHMS:
         config.algorithm = name
         algo = build_algorithm(config, space)
         assert algo.name == name and algo.space == space
@@ -40,7 +40,7 @@ def test_digits_space_matches_the_data():
 def test_nb201_config_copies_no_default():
     """The NB201 config is built from the algorithms' own defaults: building from it gives the
     same algorithms as the dataclasses with no arguments (random search's batch excepted)."""
-    from gannas_jax.search import GanNas, RandomSearch, RegularizedEvolution
+    from gannas_jax.search import GanNas, LocalSearch, RandomSearch, RegularizedEvolution
 
     config = _load(next(p for p in CONFIGS if p.stem == "nb201"))
     space = build_space(config)
@@ -48,6 +48,7 @@ def test_nb201_config_copies_no_default():
         "ganas": GanNas(space),
         "random": RandomSearch(space, batch_size=10),
         "evolution": RegularizedEvolution(space),
+        "local_search": LocalSearch(space),
     }
     for name, algo in want.items():
         config.algorithm = name

@@ -10,6 +10,7 @@ import pytest
 from gannas_jax import NB201Space, SequentialSpace
 from gannas_jax.evaluate.tabular import BenchmarkError, NB201Table, TabularEvaluator
 from gannas_jax.search import (
+    LocalSearch,
     RandomSearch,
     RegularizedEvolution,
     SearchError,
@@ -72,14 +73,16 @@ class _Recorder:
         return EvalResult(scores=s, test=-s, metrics=[{} for _ in s])
 
 
-@pytest.mark.parametrize("algo_cls", [RandomSearch, RegularizedEvolution])
+@pytest.mark.parametrize("algo_cls", [RandomSearch, RegularizedEvolution, LocalSearch])
 @pytest.mark.parametrize("space", [NB201Space(), SequentialSpace()], ids=["nb201", "sequential"])
 def test_queries_are_unique_canonical_and_deterministic(algo_cls, space):
-    algo = (
-        algo_cls(space, batch_size=3)
-        if algo_cls is RandomSearch
-        else algo_cls(space, population_size=10, tournament_size=3)
-    )
+    algo = {
+        RandomSearch: lambda: RandomSearch(space, batch_size=3),
+        RegularizedEvolution: lambda: RegularizedEvolution(
+            space, population_size=10, tournament_size=3
+        ),
+        LocalSearch: lambda: LocalSearch(space, batch_size=2, num_init=5),
+    }[algo_cls]()
     runs = [
         run_search(algo, _Recorder(space), 40, None, seed, progress=False) for seed in (5, 5, 6)
     ]
@@ -90,6 +93,54 @@ def test_queries_are_unique_canonical_and_deterministic(algo_cls, space):
     assert not np.array_equal(runs[0].archs, runs[2].archs)
     best = int(np.argmax(runs[0].scores))
     assert runs[0].best_score == runs[0].scores[best] and runs[0].best_test == -runs[0].scores[best]
+
+
+class _Planted(_Recorder):
+    """A made-up table: the score is minus the Hamming distance to a planted optimum."""
+
+    def __init__(self, space, optimum):
+        super().__init__(space)
+        self.optimum = np.asarray(optimum)
+
+    def evaluate(self, archs, key):
+        from gannas_jax.evaluate.base import EvalResult
+
+        archs = np.asarray(archs)
+        s = -(archs != self.optimum).sum(1).astype(float)
+        return EvalResult(scores=s, test=s, metrics=[{} for _ in s])
+
+
+@pytest.mark.parametrize("space", [NB201Space(), SequentialSpace()], ids=["nb201", "sequential"])
+def test_local_search_climbs_to_a_planted_optimum(space):
+    optimum = np.asarray(space.sample(jax.random.key(9), 1))[0]
+    res = run_search(LocalSearch(space), _Planted(space, optimum), 150, None, 0, progress=False)
+    # every step after the random starts is a one-variable move, so the distance falls by one
+    # per accepted move: the optimum of a unimodal table is reached well inside the budget
+    assert res.best_score == 0 and space.to_string(optimum) == res.best_arch
+    assert np.max(res.scores[:10]) < 0  # not found by the random starts
+
+
+def test_local_search_restarts_at_a_local_optimum():
+    """On a table where every architecture scores the same, no neighbour improves: the climb
+    exhausts the start's neighbourhood, then restarts from a random architecture."""
+    from gannas_jax.search.local import neighbours
+
+    space = NB201Space()
+    algo = LocalSearch(space, num_init=1)
+    state = algo.init(jax.random.key(0), 60)
+    asked = []
+    for it in range(40):
+        archs, state = algo.ask(jax.random.fold_in(jax.random.key(1), it), state)
+        asked.append(archs)
+        state = algo.tell(state, archs, np.zeros(len(archs)))
+    asked = np.concatenate(asked)
+    start_nbrs = {r.tobytes() for r in neighbours(space, asked[0])}
+    n = len(start_nbrs)
+    assert {r.tobytes() for r in asked[1 : n + 1]} == start_nbrs  # the whole neighbourhood
+    assert asked[n + 1].tobytes() not in start_nbrs  # then a random restart
+    # and the climb moved there: the next queries are its neighbours
+    restart_nbrs = {r.tobytes() for r in neighbours(space, asked[n + 1])}
+    assert {r.tobytes() for r in asked[n + 2 : n + 5]} <= restart_nbrs
 
 
 def test_evolution_mutates_tournament_winners(cifar10):
@@ -106,9 +157,13 @@ def test_evolution_mutates_tournament_winners(cifar10):
     assert min(dist) >= 1 and np.mean(np.asarray(dist) == 1) >= 0.75, dist
 
 
-def test_evolution_beats_random_on_cifar10(cifar10):
+def test_evolution_and_local_search_beat_random_on_cifar10(cifar10):
     bests = {}
-    for algo in (RandomSearch(NB201Space(), batch_size=10), RegularizedEvolution(NB201Space())):
+    for algo in (
+        RandomSearch(NB201Space(), batch_size=10),
+        RegularizedEvolution(NB201Space()),
+        LocalSearch(NB201Space()),
+    ):
         bests[algo.name] = np.mean(
             [
                 run_search(
@@ -118,6 +173,7 @@ def test_evolution_beats_random_on_cifar10(cifar10):
             ]
         )
     assert bests["evolution"] > bests["random"] + 0.2
+    assert bests["local_search"] > bests["random"] + 0.2
 
 
 def test_driver_writes_workdir_and_resumes_complete_run(cifar10, tmp_path):
@@ -168,11 +224,13 @@ class _DiesAfter(_Recorder):
         return super().evaluate(archs, key)
 
 
+@pytest.mark.parametrize("algo_cls", [RegularizedEvolution, LocalSearch])
 @pytest.mark.parametrize("every", [0.0, float("inf")], ids=["every-iteration", "first-and-last"])
-def test_interrupted_run_resumes_to_the_uninterrupted_queries(tmp_path, every):
+def test_interrupted_run_resumes_to_the_uninterrupted_queries(tmp_path, every, algo_cls):
     """Whatever the checkpoint interval, the iterations after the last checkpoint are redone
-    with the same keys: the resumed run ends with the uninterrupted run's queries."""
-    space, algo = NB201Space(), RegularizedEvolution(NB201Space())
+    with the same keys: the resumed run ends with the uninterrupted run's queries (and the
+    algorithm's own state fields survive the orbax round trip)."""
+    space, algo = NB201Space(), algo_cls(NB201Space())
     ref = run_search(algo, _Recorder(space), 40, None, 3, progress=False)
     with pytest.raises(_Stop):
         run_search(

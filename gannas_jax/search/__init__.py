@@ -10,11 +10,14 @@ from gannas_jax.search.base import (
 )
 from gannas_jax.search.driver import SearchResult, plot_progress, run_search
 from gannas_jax.search.ganas import GanNas, GanNasState
+from gannas_jax.search.local import LocalSearch, LocalSearchState
 
 __all__ = [
     "Algorithm",
     "GanNas",
     "GanNasState",
+    "LocalSearch",
+    "LocalSearchState",
     "RandomSearch",
     "RegularizedEvolution",
     "SearchError",

@@ -9,7 +9,7 @@ from gannas_jax.evaluate.base import Evaluator
 from gannas_jax.search.base import Algorithm, RandomSearch, RegularizedEvolution, SearchError
 from gannas_jax.spaces import NB201Space, SequentialSpace, Space
 
-ALGORITHMS = ("ganas", "random", "evolution")
+ALGORITHMS = ("ganas", "random", "evolution", "local_search")
 EVALUATORS = ("tabular", "training")
 
 
@@ -87,6 +87,10 @@ def build_algorithm(config, space: Space) -> Algorithm:
         return RandomSearch(space, **_fields(RandomSearch, settings, name))
     if name == "evolution":
         return RegularizedEvolution(space, **_fields(RegularizedEvolution, settings, name))
+    if name == "local_search":
+        from gannas_jax.search.local import LocalSearch
+
+        return LocalSearch(space, **_fields(LocalSearch, settings, name))
     from gannas_jax.gan import GanConfig
     from gannas_jax.search.ganas import GanNas
 
@@ -129,7 +133,7 @@ def training_config(
     c = ml_collections.ConfigDict()
     c.evaluator = "training"
     c.dataset = dataset
-    c.algorithm = "ganas"  # ganas | random | evolution
+    c.algorithm = "ganas"  # ganas | random | evolution | local_search
     c.budget = budget
     c.seed = 0
     c.space = ml_collections.ConfigDict(space)
@@ -149,4 +153,8 @@ def training_config(
     c.evolution.update(
         batch_size=population, population_size=2 * population, tournament_size=population // 2
     )
+    from gannas_jax.search.local import LocalSearch
+
+    c.local_search = dataclass_defaults(LocalSearch)
+    c.local_search.update(batch_size=population, num_init=population)
     return c
