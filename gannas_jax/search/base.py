@@ -161,6 +161,15 @@ class Algorithm:
     def batch(self, state: History) -> int:
         return min(self.batch_size, self.remaining(state))
 
+    def warmup(self, rng: np.random.Generator, seen: set[bytes], state: History):
+        """The next batch of the uniform random warm-up (``random_warmup`` queries, filled in
+        batches that stop at it), or None once it is done."""
+        count, n = int(state.count), self.random_warmup
+        if n is not None and count >= n:
+            return None
+        left = self.batch(state) if n is None else min(self.batch(state), n - count)
+        return self.random_novel(rng, seen, left)
+
     def ask(self, key: jax.Array, state: History) -> tuple[np.ndarray, History]:
         raise NotImplementedError
 

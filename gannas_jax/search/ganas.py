@@ -79,10 +79,10 @@ class GanNas(Algorithm):
         k_init, k_fit, k_gen, k_host = jax.random.split(key, 4)
         rng = host_rng(k_host)
         seen = self.seen(state)
+        warm = self.warmup(rng, seen, state)
+        if warm is not None:
+            return warm, state
         n = self.batch(state)
-        count = int(state.count)
-        if count < self.num_init:
-            return self.random_novel(rng, seen, min(n, self.num_init - count)), state
 
         real = self.top(state, self.top_k)
         gan = init_gan(k_init, self.space, self.gan) if self.reinit else state.gan

@@ -82,10 +82,10 @@ class LocalSearch(Algorithm):
     def ask(self, key: jax.Array, state: LocalSearchState):
         rng = host_rng(key)
         seen = self.seen(state)
+        warm = self.warmup(rng, seen, state)
+        if warm is not None:
+            return warm, state
         n = self.batch(state)
-        count = int(state.count)
-        if count < self.num_init:
-            return self.random_novel(rng, seen, min(n, self.num_init - count)), state
         if not np.isfinite(state.current_score):  # the climb starts from the best random start
             archs, scores = self.evaluated(state)
             best = int(np.argmax(scores))
