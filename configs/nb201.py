@@ -10,10 +10,12 @@ The tables are read from --config.benchmark_dir, or from $GANNAS_NB201_DIR when 
 
 import ml_collections
 
+from gannas_jax.search.bananas import Bananas
 from gannas_jax.search.base import RandomSearch, RegularizedEvolution
 from gannas_jax.search.factory import dataclass_defaults
 from gannas_jax.search.ganas import GanNas
 from gannas_jax.search.local import LocalSearch
+from gannas_jax.search.reinforce import Reinforce
 
 
 def get_config():
@@ -21,12 +23,17 @@ def get_config():
     c.evaluator = "tabular"
     c.dataset = "cifar10"
     c.benchmark_dir = ""
-    c.algorithm = "ganas"  # ganas | random | evolution | local_search
+    c.algorithm = "ganas"  # ganas | random | evolution | local_search | reinforce | bananas
     c.budget = 150
     c.seed = 0
     # Every setting comes from the algorithm's own defaults; override any with --config.x=y,
     # e.g. --config.ganas.gan.loss=hinge.
     c.ganas = dataclass_defaults(GanNas)
+    # Tuned on seeds 1000-1009 (docs/design.md): 10 random starts, then one query per
+    # iteration, chosen by the discriminator among the unseen one-variable edits of the best
+    # evaluated architecture (then of the next best, down to the 8th); 20 GAN steps per
+    # iteration, continuing the same GAN.
+    c.ganas.update(num_init=10, batch_size=1, edit_parents=8, gan_steps=20)
     c.random = dataclass_defaults(RandomSearch)
     c.random.batch_size = 10
     # Regularized evolution's defaults are Real et al. (2019)'s settings as used on NAS-Bench-201
@@ -34,4 +41,10 @@ def get_config():
     c.evolution = dataclass_defaults(RegularizedEvolution)
     # White et al. (2020): 10 random starts, then one query per iteration.
     c.local_search = dataclass_defaults(LocalSearch)
+    # REINFORCE as run by Dong & Yang (2020): one sample per update, an EMA reward baseline
+    # (decay 0.9); the Adam learning rate is tuned here (tuning seeds 1000-1029).
+    c.reinforce = dataclass_defaults(Reinforce)
+    # White et al. (2021): 10 random starts, 5 predictors, 10 of 100 mutation candidates per
+    # iteration, chosen by independent Thompson sampling.
+    c.bananas = dataclass_defaults(Bananas)
     return c

@@ -13,6 +13,8 @@ import time
 import numpy as np
 import pytest
 
+from gannas_jax.search.factory import ALGORITHMS
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SEARCH = [sys.executable, str(ROOT / "scripts" / "search.py")]
 NB201 = [
@@ -56,14 +58,14 @@ def search(workdir, *extra, nb201_dir=None, config=NB201, check=True):
 def nb201_runs(nb201_dir, tmp_path_factory):
     """One uninterrupted budget-BUDGET run of each algorithm, shared by the tests below."""
     runs = {}
-    for algo in ("ganas", "random", "evolution"):
+    for algo in ALGORITHMS:
         wd = tmp_path_factory.mktemp(algo)
         search(wd, f"--config.algorithm={algo}", f"--config.budget={BUDGET}", nb201_dir=nb201_dir)
         runs[algo] = wd
     return runs
 
 
-@pytest.mark.parametrize("algo", ["ganas", "random", "evolution"])
+@pytest.mark.parametrize("algo", ALGORITHMS)
 def test_cli_contract(nb201_runs, algo):
     wd = nb201_runs[algo]
     lines = (wd / "history.jsonl").read_text().splitlines()

@@ -39,16 +39,26 @@ def test_digits_space_matches_the_data():
 
 def test_nb201_config_copies_no_default():
     """The NB201 config is built from the algorithms' own defaults: building from it gives the
-    same algorithms as the dataclasses with no arguments (random search's batch excepted)."""
-    from gannas_jax.search import GanNas, LocalSearch, RandomSearch, RegularizedEvolution
+    same algorithms as the dataclasses with no arguments (random search's batch and GanNas's
+    tuned NB201 settings excepted)."""
+    from gannas_jax.search import (
+        Bananas,
+        GanNas,
+        LocalSearch,
+        RandomSearch,
+        RegularizedEvolution,
+        Reinforce,
+    )
 
     config = _load(next(p for p in CONFIGS if p.stem == "nb201"))
     space = build_space(config)
     want = {
-        "ganas": GanNas(space),
+        "ganas": GanNas(space, num_init=10, batch_size=1, edit_parents=8, gan_steps=20),
         "random": RandomSearch(space, batch_size=10),
         "evolution": RegularizedEvolution(space),
         "local_search": LocalSearch(space),
+        "reinforce": Reinforce(space),
+        "bananas": Bananas(space),
     }
     for name, algo in want.items():
         config.algorithm = name

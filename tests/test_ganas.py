@@ -49,6 +49,30 @@ def test_collapsed_generator_is_topped_up():
     assert len({r.tobytes() for r in res.archs}) == 40
 
 
+@pytest.mark.parametrize("space", [NB201Space(), SequentialSpace()], ids=["nb201", "sequential"])
+def test_edits_climb_from_the_best(space):
+    """With edit_parents, each query is an unseen one-variable edit of one of the best evaluated
+    architectures (the best first), chosen by the discriminator."""
+    from gannas_jax.search.local import neighbours
+
+    algo = GanNas(
+        space, batch_size=2, num_init=6, top_k=4, gan_steps=10, edit_parents=4, gan=SMALL_GAN
+    )
+    res = run_search(algo, _SumScore(space), 30, None, 1, progress=False)
+    assert len({r.tobytes() for r in res.archs}) == 30
+    for q in range(6, 30, 2):
+        seen_archs, seen_scores = res.archs[:q], res.scores[:q]
+        parents = seen_archs[np.argsort(-seen_scores, kind="stable")[:4]]
+        edits = {r.tobytes() for p in parents for r in neighbours(space, p)}
+        assert all(r.tobytes() in edits for r in res.archs[q : q + 2])
+        best_edits = {r.tobytes() for r in neighbours(space, parents[0])}
+        unseen_best = best_edits - {r.tobytes() for r in seen_archs}
+        if len(unseen_best) >= 2:  # the best's own edits come first
+            assert all(r.tobytes() in unseen_best for r in res.archs[q : q + 2])
+    # The climb on a sum score goes above the random start.
+    assert res.scores[6:].max() > res.scores[:6].max()
+
+
 def test_bad_settings():
     with pytest.raises(SearchError, match="top_k must be a positive int"):
         GanNas(NB201Space(), top_k=0)

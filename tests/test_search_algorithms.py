@@ -10,9 +10,11 @@ import pytest
 from gannas_jax import NB201Space, SequentialSpace
 from gannas_jax.evaluate.tabular import BenchmarkError, NB201Table, TabularEvaluator
 from gannas_jax.search import (
+    Bananas,
     LocalSearch,
     RandomSearch,
     RegularizedEvolution,
+    Reinforce,
     SearchError,
     mutate_host,
     run_search,
@@ -73,7 +75,9 @@ class _Recorder:
         return EvalResult(scores=s, test=-s, metrics=[{} for _ in s])
 
 
-@pytest.mark.parametrize("algo_cls", [RandomSearch, RegularizedEvolution, LocalSearch])
+@pytest.mark.parametrize(
+    "algo_cls", [RandomSearch, RegularizedEvolution, LocalSearch, Reinforce, Bananas]
+)
 @pytest.mark.parametrize("space", [NB201Space(), SequentialSpace()], ids=["nb201", "sequential"])
 def test_queries_are_unique_canonical_and_deterministic(algo_cls, space):
     algo = {
@@ -82,6 +86,10 @@ def test_queries_are_unique_canonical_and_deterministic(algo_cls, space):
             space, population_size=10, tournament_size=3
         ),
         LocalSearch: lambda: LocalSearch(space, batch_size=2, num_init=5),
+        Reinforce: lambda: Reinforce(space, batch_size=2),
+        Bananas: lambda: Bananas(
+            space, batch_size=5, num_init=10, ensemble_size=2, train_steps=20, num_candidates=20
+        ),
     }[algo_cls]()
     runs = [
         run_search(algo, _Recorder(space), 40, None, seed, progress=False) for seed in (5, 5, 6)
@@ -224,13 +232,17 @@ class _DiesAfter(_Recorder):
         return super().evaluate(archs, key)
 
 
-@pytest.mark.parametrize("algo_cls", [RegularizedEvolution, LocalSearch])
+@pytest.mark.parametrize("algo_cls", [RegularizedEvolution, LocalSearch, Reinforce, Bananas])
 @pytest.mark.parametrize("every", [0.0, float("inf")], ids=["every-iteration", "first-and-last"])
 def test_interrupted_run_resumes_to_the_uninterrupted_queries(tmp_path, every, algo_cls):
     """Whatever the checkpoint interval, the iterations after the last checkpoint are redone
     with the same keys: the resumed run ends with the uninterrupted run's queries (and the
     algorithm's own state fields survive the orbax round trip)."""
-    space, algo = NB201Space(), algo_cls(NB201Space())
+    space = NB201Space()
+    if algo_cls is Bananas:  # one query per iteration, like the others, and a tiny predictor
+        algo = Bananas(space, batch_size=1, ensemble_size=2, train_steps=20, num_candidates=20)
+    else:
+        algo = algo_cls(space)
     ref = run_search(algo, _Recorder(space), 40, None, 3, progress=False)
     with pytest.raises(_Stop):
         run_search(

@@ -1,5 +1,6 @@
 """Search algorithms (ask/tell) and the resumable driver."""
 
+from gannas_jax.search.bananas import Bananas
 from gannas_jax.search.base import (
     Algorithm,
     RandomSearch,
@@ -11,19 +12,28 @@ from gannas_jax.search.base import (
 from gannas_jax.search.driver import SearchResult, plot_progress, run_search
 from gannas_jax.search.ganas import GanNas, GanNasState
 from gannas_jax.search.local import LocalSearch, LocalSearchState
+from gannas_jax.search.predictor import PredictorConfig, fit_predictor, predict
+from gannas_jax.search.reinforce import Reinforce, ReinforceState, policy_probs
 
 __all__ = [
     "Algorithm",
+    "Bananas",
     "GanNas",
     "GanNasState",
     "LocalSearch",
     "LocalSearchState",
+    "PredictorConfig",
     "RandomSearch",
     "RegularizedEvolution",
+    "Reinforce",
+    "ReinforceState",
     "SearchError",
     "SearchResult",
+    "fit_predictor",
     "mutate_host",
     "plot_progress",
+    "policy_probs",
+    "predict",
     "run_search",
     "sample_host",
 ]

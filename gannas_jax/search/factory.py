@@ -9,7 +9,7 @@ from gannas_jax.evaluate.base import Evaluator
 from gannas_jax.search.base import Algorithm, RandomSearch, RegularizedEvolution, SearchError
 from gannas_jax.spaces import NB201Space, SequentialSpace, Space
 
-ALGORITHMS = ("ganas", "random", "evolution", "local_search")
+ALGORITHMS = ("ganas", "random", "evolution", "local_search", "reinforce", "bananas")
 EVALUATORS = ("tabular", "training")
 
 
@@ -91,6 +91,14 @@ def build_algorithm(config, space: Space) -> Algorithm:
         from gannas_jax.search.local import LocalSearch
 
         return LocalSearch(space, **_fields(LocalSearch, settings, name))
+    if name == "reinforce":
+        from gannas_jax.search.reinforce import Reinforce
+
+        return Reinforce(space, **_fields(Reinforce, settings, name))
+    if name == "bananas":
+        from gannas_jax.search.bananas import Bananas
+
+        return Bananas(space, **_fields(Bananas, settings, name))
     from gannas_jax.gan import GanConfig
     from gannas_jax.search.ganas import GanNas
 
@@ -133,7 +141,7 @@ def training_config(
     c = ml_collections.ConfigDict()
     c.evaluator = "training"
     c.dataset = dataset
-    c.algorithm = "ganas"  # ganas | random | evolution | local_search
+    c.algorithm = "ganas"  # ganas | random | evolution | local_search | reinforce | bananas
     c.budget = budget
     c.seed = 0
     c.space = ml_collections.ConfigDict(space)
@@ -157,4 +165,15 @@ def training_config(
 
     c.local_search = dataclass_defaults(LocalSearch)
     c.local_search.update(batch_size=population, num_init=population)
+    from gannas_jax.search.bananas import Bananas
+    from gannas_jax.search.reinforce import Reinforce
+
+    c.reinforce = dataclass_defaults(Reinforce)
+    c.reinforce.batch_size = population
+    c.bananas = dataclass_defaults(Bananas)
+    c.bananas.update(
+        batch_size=population,
+        num_init=population,
+        num_candidates=max(c.bananas.num_candidates, 2 * population),
+    )
     return c
