@@ -40,7 +40,7 @@ def parse_args(argv):
     )
     p.add_argument("--algorithms", default=",".join(ALGORITHMS))
     p.add_argument("--seeds", type=int, default=30)
-    p.add_argument("--budgets", default="50,100,150,300")
+    p.add_argument("--budgets", default="25,50,100,150,300")
     p.add_argument("--benchmark-dir", default=None, help="default: $GANNAS_NB201_DIR")
     p.add_argument(
         "--set",
@@ -51,6 +51,21 @@ def parse_args(argv):
     )
     p.add_argument("--out", default=None, help="output path prefix (writes .md, .json, .png)")
     return p.parse_args(argv)
+
+
+def bootstrap_ci(x: np.ndarray, rng: np.random.Generator, n: int = 2000) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean of ``x`` (resampling seeds)."""
+    means = x[rng.integers(0, len(x), size=(n, len(x)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided paired Wilcoxon signed-rank p-value over seeds (1.0 when all pairs tie)."""
+    from scipy.stats import wilcoxon
+
+    if np.allclose(a, b):
+        return 1.0
+    return float(wilcoxon(a, b, zero_method="zsplit").pvalue)
 
 
 def run_curves(config, table: NB201Table, seeds: int, budget: int, bar) -> dict[str, np.ndarray]:
@@ -96,6 +111,7 @@ def main(argv=None) -> int:
             return 2
 
     rows, curves, opt = [], {}, {}
+    boot = np.random.default_rng(0)
     t_start = time.perf_counter()
     bar = tqdm(total=len(datasets) * len(algorithms) * args.seeds, desc="nb201 bench", unit="run")
     for ds in datasets:
@@ -110,6 +126,7 @@ def main(argv=None) -> int:
             curves[(ds, algo)] = c
             for b in budgets:
                 v, t = c["val"][:, b - 1], c["test"][:, b - 1]
+                lo, hi = bootstrap_ci(table.best_valid - v, boot)
                 rows.append(
                     {
                         "dataset": ds,
@@ -120,28 +137,44 @@ def main(argv=None) -> int:
                         "test_mean": t.mean(),
                         "test_std": t.std(),
                         "regret": (table.best_valid - v).mean(),
+                        "regret_ci": (lo, hi),
                         "hit_rate": float(np.mean(v >= table.best_valid - 1e-9)),
                         "seconds": secs,
                     }
                 )
     bar.close()
     total = time.perf_counter() - t_start
+    for r in rows:  # paired over seeds: the same seed gives the same first random queries
+        if r["algorithm"] != "ganas" and (r["dataset"], "ganas") in curves:
+            g = curves[(r["dataset"], "ganas")]["val"][:, r["budget"] - 1]
+            v = curves[(r["dataset"], r["algorithm"])]["val"][:, r["budget"] - 1]
+            r["p_vs_ganas"] = wilcoxon_p(g, v)
+            r["ganas_better"] = bool(g.mean() > v.mean() and r["p_vs_ganas"] < 0.05)
 
     cols = ["dataset", "algorithm", "budget", "best val (mean ± std)", "its test (mean ± std)"]
-    cols += ["regret", "hit rate"]
+    cols += ["regret [95% CI]", "hit rate", "GanNas vs it (Wilcoxon p)"]
     lines = [
         f"NAS-Bench-201, {args.seeds} seeds; best validation accuracy (%) found within the "
         "budget, the test accuracy of that architecture, mean regret to the best validation "
-        "accuracy in the table, and the share of seeds that found that optimum.",
+        "accuracy in the table with a 95% bootstrap interval over seeds, the share of seeds that "
+        "found that optimum, and a paired two-sided Wilcoxon signed-rank test of GanNas's best "
+        "validation accuracy against each baseline's (\"better\": GanNas's mean is higher and "
+        "p < 0.05).",
         "",
         "| " + " | ".join(cols) + " |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         cells = [r["dataset"], r["algorithm"], r["budget"]]
         cells += [f"{r['val_mean']:.2f} ± {r['val_std']:.2f}"]
         cells += [f"{r['test_mean']:.2f} ± {r['test_std']:.2f}"]
-        cells += [f"{r['regret']:.3f}", f"{r['hit_rate']:.0%}"]
+        lo, hi = r["regret_ci"]
+        cells += [f"{r['regret']:.3f} [{lo:.3f}, {hi:.3f}]", f"{r['hit_rate']:.0%}"]
+        if "p_vs_ganas" in r:
+            word = "better" if r["ganas_better"] else "not better"
+            cells += [f"{word} (p={r['p_vs_ganas']:.2g})"]
+        else:
+            cells += [""]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines.append("")
     lines.append(
@@ -192,12 +225,15 @@ def plot(curves, opt, datasets, algorithms, path):
             regret = opt[ds] - curves[(ds, algo)]["val"]
             q = np.arange(1, regret.shape[1] + 1)
             m = regret.mean(0)
-            se = regret.std(0) / np.sqrt(regret.shape[0])
-            ax.plot(q, m, label=algo)
-            ax.fill_between(q, np.maximum(m - se, 0.0), m + se, alpha=0.2)
-        ax.set_yscale("symlog", linthresh=0.01)
+            rng = np.random.default_rng(0)
+            means = regret[rng.integers(0, len(regret), size=(500, len(regret)))].mean(1)
+            lo, hi = np.percentile(means, [2.5, 97.5], axis=0)
+            floor = 1e-3  # log scale: a zero regret (every seed at the optimum) is drawn here
+            ax.plot(q, np.maximum(m, floor), label=algo)
+            ax.fill_between(q, np.maximum(lo, floor), np.maximum(hi, floor), alpha=0.2)
+        ax.set_yscale("log")
         ax.set_xlabel("queries")
-        ax.set_ylabel("regret (validation accuracy, %)")
+        ax.set_ylabel("mean regret, 95% bootstrap band (%)")
         ax.set_title(f"NAS-Bench-201 {ds}")
         ax.grid(alpha=0.3, which="both")
         ax.legend()
