@@ -28,8 +28,6 @@ from gannas_jax.search.base import (
     SearchError,
     host_rng,
     mutate_host,
-    row_keys,
-    sample_host,
 )
 from gannas_jax.search.predictor import PredictorConfig, fit_predictor, predict
 
@@ -121,8 +119,8 @@ class Bananas(Algorithm):
 
     def candidates(self, rng: np.random.Generator, state: History, seen: set[bytes]) -> np.ndarray:
         """``num_candidates`` unseen, unique mutants of the best architectures (topped up with
-        random ones when there are too few), then ``num_random`` random ones; fewer only when
-        the space is nearly exhausted. ``seen`` is left as it is."""
+        random ones when there are too few), then ``num_random`` random ones (SearchError when the
+        space has too few unseen left). ``seen`` is left as it is."""
         parents = self.top(state, self.num_parents)
         want = self.num_candidates
         kids = parents[rng.integers(0, len(parents), size=4 * want)]
@@ -132,14 +130,9 @@ class Bananas(Algorithm):
             if more.any():
                 kids[more] = mutate_host(self.space, rng, kids[more])
         taken = set(seen)
-        pool = [self.take_novel(kids, taken, want)]
-        want += self.num_random
-        for _ in range(100):
-            need = want - sum(len(p) for p in pool)
-            if need == 0:
-                break
-            pool.append(self.take_novel(sample_host(self.space, rng, 4 * need + 16), taken, need))
-        return np.concatenate(pool)
+        pool = self.take_novel(kids, taken, want)
+        need = want + self.num_random - len(pool)
+        return np.concatenate([pool, self.random_novel(rng, taken, need)]) if need else pool
 
     def ask(self, key: jax.Array, state: History) -> tuple[np.ndarray, History]:
         k_fit, k_host = jax.random.split(key)
@@ -149,10 +142,7 @@ class Bananas(Algorithm):
         if warm is not None:
             return warm, state
         n = self.batch(state)
-        cands = self.candidates(rng, state, seen)
-        if len(cands) < n:
-            extra = self.random_novel(rng, seen | set(row_keys(cands)), n - len(cands))
-            return np.concatenate([cands, extra]), state
+        cands = self.candidates(rng, state, seen)  # at least num_candidates >= n of them
         archs, scores = self.evaluated(state)
         model = fit_predictor(
             self.space, k_fit, archs, scores, self.predictor, pad_to=len(state.scores)
