@@ -29,11 +29,12 @@ def get_config():
     # Every setting comes from the algorithm's own defaults; override any with --config.x=y,
     # e.g. --config.ganas.gan.loss=hinge.
     c.ganas = dataclass_defaults(GanNas)
-    # Tuned on seeds 1000-1009 (docs/design.md): 10 random starts, then one query per
-    # iteration, chosen by the discriminator among the unseen one-variable edits of the best
-    # evaluated architecture (then of the next best, down to the 8th); 20 GAN steps per
-    # iteration, continuing the same GAN.
-    c.ganas.update(num_init=10, batch_size=1, edit_parents=8, gan_steps=20)
+    # Tuned on seeds 1000-1029 (docs/search.md): 10 random starts, then one query per
+    # iteration; 20 GAN steps and 50 ranking steps (the evaluated non-top architectures as the
+    # discriminator's fakes) per iteration, continuing the same GAN; a hill climb over the
+    # discriminator's favourite one-variable edits (a uniform unseen edit half the time),
+    # restarting at a local optimum from the discriminator's favourite of 100 random ones.
+    c.ganas.update(num_init=10, batch_size=1, gan_steps=20, climb=True, rank_steps=50, explore=0.5)
     c.random = dataclass_defaults(RandomSearch)
     c.random.batch_size = 10
     # Regularized evolution's defaults are Real et al. (2019)'s settings as used on NAS-Bench-201

@@ -53,7 +53,9 @@ def test_nb201_config_copies_no_default():
     config = _load(next(p for p in CONFIGS if p.stem == "nb201"))
     space = build_space(config)
     want = {
-        "ganas": GanNas(space, num_init=10, batch_size=1, edit_parents=8, gan_steps=20),
+        "ganas": GanNas(
+            space, num_init=10, batch_size=1, gan_steps=20, climb=True, rank_steps=50, explore=0.5
+        ),
         "random": RandomSearch(space, batch_size=10),
         "evolution": RegularizedEvolution(space),
         "local_search": LocalSearch(space),

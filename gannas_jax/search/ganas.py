@@ -9,6 +9,14 @@ Each iteration after a random warm-up:
 If the generator has collapsed so far that too few unseen candidates remain, the batch is filled
 with one-variable mutations of the real set (ranked by the discriminator too), then with random
 architectures, so every query is new.
+
+With ``climb=True`` step 3-4 become a discriminator-guided hill climb: the queries are unseen
+one-variable edits of the architecture the climb stands on, the discriminator's favourite first
+(or, with probability ``explore``, a uniformly drawn one); the climb moves to an edit that scores
+better. At a local optimum (every edit seen) it restarts from the discriminator's favourite among
+``restart_pool`` random architectures. ``rank_steps`` further discriminator updates per iteration
+use the evaluated architectures outside the real set as fakes, so that the discriminator ranks
+like a predictor of "among the best" (:func:`gannas_jax.gan.fit_ranker`).
 """
 
 from __future__ import annotations
@@ -19,9 +27,25 @@ import flax.struct
 import jax
 import numpy as np
 
-from gannas_jax.gan import GanConfig, GanState, discriminate, fit_gan, generate, init_gan
-from gannas_jax.search.base import Algorithm, History, SearchError, host_rng, mutate_host, row_keys
-from gannas_jax.search.local import neighbours
+from gannas_jax.gan import (
+    GanConfig,
+    GanState,
+    discriminate,
+    fit_gan,
+    fit_ranker,
+    generate,
+    init_gan,
+)
+from gannas_jax.search.base import (
+    Algorithm,
+    History,
+    SearchError,
+    host_rng,
+    mutate_host,
+    row_keys,
+    sample_host,
+)
+from gannas_jax.search.local import advance_climb, neighbours, start_climb
 
 
 @flax.struct.dataclass
@@ -29,6 +53,9 @@ class GanNasState(History):
     """The search history and the GAN, which keeps training across iterations."""
 
     gan: GanState = None  # generator, discriminator and their optimizers
+    current: np.ndarray = None  # int32[V]: where the climb stands (climb=True)
+    current_score: np.ndarray = None  # float64[]: its score; -inf before the climb starts
+    restart: np.ndarray = None  # bool[]: the last query was a restart
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +71,13 @@ class GanNas(Algorithm):
       num_mutants: one-variable mutants of the real set added to the candidate pool (0: the pool
         is the generator's alone, as in GA-NAS).
       reinit: re-initialize the GAN every iteration instead of continuing to train it.
-      edit_parents: when > 0, the pool is first the unseen one-variable neighbours of the best
-        ``edit_parents`` evaluated architectures (local edits of the real set), ranked by the
-        discriminator; generator samples fill the batch only when too few such edits are left.
+      climb: query discriminator-ranked one-variable edits of the climb's architecture, with
+        restarts at local optima (see the module docstring), instead of generator samples.
+      explore: with climb, the chance that a query is a uniformly drawn unseen edit instead of
+        the discriminator's favourite.
+      restart_pool: with climb, random architectures the discriminator chooses a restart from.
+      rank_steps: discriminator updates per iteration against the evaluated architectures
+        outside the real set (0: none, as in GA-NAS).
       gan: the GAN's settings.
     """
 
@@ -57,7 +88,10 @@ class GanNas(Algorithm):
     num_candidates: int = 1000
     num_mutants: int = 0
     reinit: bool = False
-    edit_parents: int = 0
+    climb: bool = False
+    explore: float = 0.0
+    restart_pool: int = 100
+    rank_steps: int = 0
     # Without spectral norm the discriminator ranks candidates more sharply (NAS-Bench-201 cifar10,
     # 30 seeds, budget 150: see the README's design notes for the figures and the command).
     gan: GanConfig = dataclasses.field(default_factory=lambda: GanConfig(d_spectral_norm=False))
@@ -70,15 +104,26 @@ class GanNas(Algorithm):
 
     def __post_init__(self):
         super().__post_init__()
-        for field in ("num_init", "top_k", "gan_steps", "num_candidates"):
+        for field in ("num_init", "top_k", "gan_steps", "num_candidates", "restart_pool"):
             v = getattr(self, field)
             if not isinstance(v, int) or v < 1:
                 raise SearchError(f"ganas: {field} must be a positive int, got {v!r}")
-        if self.num_mutants < 0 or self.edit_parents < 0:
-            raise SearchError("ganas: num_mutants and edit_parents must be >= 0")
+        for field in ("num_mutants", "rank_steps"):
+            v = getattr(self, field)
+            if not isinstance(v, int) or v < 0:
+                raise SearchError(f"ganas: {field} must be an int >= 0, got {v!r}")
+        if not 0.0 <= self.explore <= 1.0:  # also False for NaN
+            raise SearchError(f"ganas: explore must be in [0, 1], got {self.explore!r}")
 
     def init(self, key: jax.Array, budget: int) -> GanNasState:
-        return GanNasState.empty(self.space, budget, gan=init_gan(key, self.space, self.gan))
+        return GanNasState.empty(
+            self.space,
+            budget,
+            gan=init_gan(key, self.space, self.gan),
+            current=np.zeros(self.space.num_variables, np.int32),
+            current_score=np.asarray(-np.inf),
+            restart=np.asarray(False),
+        )
 
     def ask(self, key: jax.Array, state: GanNasState) -> tuple[np.ndarray, GanNasState]:
         k_init, k_fit, k_gen, k_host = jax.random.split(key, 4)
@@ -99,18 +144,14 @@ class GanNas(Algorithm):
             gan, _ = fit_gan(init_gan(k_init, self.space, self.gan), real, k_fit, self.gan_steps)
         state = state.replace(gan=gan)
 
-        if self.edit_parents:  # climb: edits of the best first, then of the next best, ...
-            picked, taken = [], set(seen)
-            for parent in real[: self.edit_parents]:
-                cands = neighbours(self.space, parent)
-                edits = self.take_novel(cands, set(taken), len(cands))
-                if len(edits):
-                    logits = np.asarray(discriminate(gan, edits))
-                    best = edits[np.argsort(-logits, kind="stable")][: n - len(picked)]
-                    picked.extend(best)
-                    taken.update(row_keys(best))
-                if len(picked) == n:
-                    return np.asarray(picked, np.int32), state
+        archs, scores = self.evaluated(state)
+        negatives = archs[np.argsort(-scores, kind="stable")[self.top_k :]]
+        if self.rank_steps and len(negatives):  # the best of them, if more than fit
+            negatives = negatives[: self.gan.real_capacity]
+            gan, _ = fit_ranker(gan, real, negatives, jax.random.fold_in(k_fit, 1), self.rank_steps)
+            state = state.replace(gan=gan)
+        if self.climb:
+            return self._climb(rng, seen, state, n)
         pool = [np.asarray(generate(gan, k_gen, self.num_candidates))]
         if self.num_mutants:
             parents = real[rng.integers(0, len(real), size=self.num_mutants)]
@@ -132,3 +173,30 @@ class GanNas(Algorithm):
         if len(cands) != n:
             raise SearchError(f"ganas: produced {len(cands)} of {n} architectures")
         return cands, state
+
+    def _climb(self, rng, seen, state: GanNasState, n: int):
+        """The discriminator-guided climb's next queries (``climb=True``)."""
+        state = start_climb(self, state)
+        edits = self.take_novel(neighbours(self.space, state.current), set(seen), 10**9)
+        if len(edits):
+            logits = np.asarray(discriminate(state.gan, edits))
+            ranked = list(edits[np.argsort(-logits, kind="stable")])
+            picked = []
+            while ranked and len(picked) < n:
+                j = int(rng.integers(len(ranked))) if rng.random() < self.explore else 0
+                picked.append(ranked.pop(j))
+            return np.asarray(picked, np.int32), state.replace(restart=np.asarray(False))
+        # a local optimum: restart from the discriminator's favourite random architecture
+        pool = self.take_novel(sample_host(self.space, rng, self.restart_pool), set(seen), 10**9)
+        if len(pool) == 0:
+            pool = self.random_novel(rng, seen, 1)
+        logits = np.asarray(discriminate(state.gan, pool))
+        pick = pool[np.argsort(-logits, kind="stable")[:1]]
+        return pick, state.replace(restart=np.asarray(True))
+
+    def tell(self, state: GanNasState, archs: np.ndarray, scores: np.ndarray) -> GanNasState:
+        before = int(state.count)
+        state = super().tell(state, archs, scores)
+        if not self.climb or before < self.num_init:
+            return state
+        return advance_climb(state, archs, scores)

@@ -46,6 +46,29 @@ def neighbours(space: Space, arch: np.ndarray) -> np.ndarray:
     return canon[np.sort(first)]
 
 
+def start_climb(algo: Algorithm, state):
+    """``state`` standing on the best evaluated architecture, if the climb has not started."""
+    if np.isfinite(state.current_score):
+        return state
+    archs, scores = algo.evaluated(state)
+    best = int(np.argmax(scores))
+    return state.replace(current=archs[best].copy(), current_score=np.asarray(float(scores[best])))
+
+
+def advance_climb(state, archs: np.ndarray, scores: np.ndarray):
+    """Moves the climb to the best of a told batch if it beats the current score (first
+    improvement), or unconditionally when the batch was a restart."""
+    scores = np.asarray(scores, np.float64)
+    best = int(np.argmax(scores))
+    if bool(state.restart) or scores[best] > state.current_score:
+        state = state.replace(
+            current=np.asarray(archs[best], np.int32).copy(),
+            current_score=np.asarray(float(scores[best])),
+            restart=np.asarray(False),
+        )
+    return state
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalSearch(Algorithm):
     """Hill climbing over one-variable neighbours with random restarts (White et al., 2020).
@@ -86,12 +109,7 @@ class LocalSearch(Algorithm):
         if warm is not None:
             return warm, state
         n = self.batch(state)
-        if not np.isfinite(state.current_score):  # the climb starts from the best random start
-            archs, scores = self.evaluated(state)
-            best = int(np.argmax(scores))
-            state = state.replace(
-                current=archs[best].copy(), current_score=np.asarray(float(scores[best]))
-            )
+        state = start_climb(self, state)  # from the best random start
         cands = neighbours(self.space, state.current)
         novel = self.take_novel(cands[rng.permutation(len(cands))], seen, n)
         if len(novel):
@@ -104,12 +122,4 @@ class LocalSearch(Algorithm):
         state = super().tell(state, archs, scores)
         if before < self.num_init:
             return state
-        scores = np.asarray(scores, np.float64)
-        best = int(np.argmax(scores))
-        if bool(state.restart) or scores[best] > state.current_score:
-            state = state.replace(
-                current=np.asarray(archs[best], np.int32).copy(),
-                current_score=np.asarray(float(scores[best])),
-                restart=np.asarray(False),
-            )
-        return state
+        return advance_climb(state, archs, scores)

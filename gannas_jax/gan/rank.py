@@ -1,0 +1,74 @@
+"""``fit_ranker``: discriminator-only updates with evaluated architectures as the fakes.
+
+A GAN's discriminator learns to tell the real set (the best architectures evaluated) from the
+generator's samples. When it ranks candidates for a search, it is also worth telling the real
+set from the architectures that were evaluated and found worse: those updates use the same loss,
+optimizer and parameters, with the negatives in place of the generator's batch. The generator is
+untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from gannas_jax.gan.fit import pad_real
+from gannas_jax.gan.state import GanState
+from gannas_jax.gan.step import TRACE_COUNTS, _critic_update, _real_onehot, _tree_finite
+
+
+@functools.partial(jax.jit, static_argnames=("num_steps",))
+def _fit_ranker(state, real_padded, num_real, neg_padded, num_neg, key, num_steps):
+    TRACE_COUNTS["fit_ranker"] += 1
+    real_onehot = _real_onehot(state.space, real_padded)
+    neg_onehot = _real_onehot(state.space, neg_padded)
+    b = state.config.batch_size
+
+    def body(carry, k):
+        d_params, d_opt_state = carry
+        k_real, k_neg, k_drop, k_eps = jax.random.split(k, 4)
+        real = real_onehot[jax.random.randint(k_real, (b,), 0, num_real)]
+        fake = neg_onehot[jax.random.randint(k_neg, (b,), 0, num_neg)]
+        eps = jax.random.uniform(k_eps, (b, 1))
+        d_params, d_opt_state, metrics = _critic_update(
+            state, d_params, d_opt_state, real, fake, eps, k_drop
+        )
+        return (d_params, d_opt_state), metrics["d_loss"]
+
+    carry = (state.d_params, state.d_opt_state)
+    (d_params, d_opt_state), losses = jax.lax.scan(body, carry, jax.random.split(key, num_steps))
+    return state.replace(d_params=d_params, d_opt_state=d_opt_state), losses, _tree_finite(d_params)
+
+
+def fit_ranker(
+    state: GanState, real_archs, negative_archs, key: jax.Array, num_steps: int
+) -> tuple[GanState, jax.Array]:
+    """``num_steps`` discriminator updates: ``real_archs`` against ``negative_archs``.
+
+    Args:
+      state: a GAN state; only the discriminator and its optimizer change.
+      real_archs: ``int[n, V]``, ``1 <= n <= config.real_capacity``.
+      negative_archs: ``int[m, V]`` evaluated architectures outside the real set,
+        ``1 <= m <= config.real_capacity``.
+      key: a ``jax.random.key``.
+      num_steps: a positive int.
+
+    Returns:
+      ``(new_state, d_losses)`` with ``d_losses: float32[num_steps]``.
+
+    Raises:
+      ValueError: bad shapes, codes or sizes.
+      FloatingPointError: the discriminator became non-finite; no state is returned then.
+    """
+    if not isinstance(num_steps, (int, np.integer)) or isinstance(num_steps, bool) or num_steps < 1:
+        raise ValueError(f"fit_ranker: num_steps must be a positive int, got {num_steps!r}")
+    real, n = pad_real(state.space, state.config, real_archs)
+    neg, m = pad_real(state.space, state.config, negative_archs)
+    new_state, losses, finite = _fit_ranker(state, real, n, neg, m, key, num_steps=int(num_steps))
+    if not bool(finite) or not np.all(np.isfinite(np.asarray(losses))):
+        raise FloatingPointError(
+            "fit_ranker: the discriminator became non-finite; the state was not updated"
+        )
+    return new_state, losses
