@@ -1,7 +1,8 @@
 """Data and population parallelism of child training over a device mesh.
 
 The per-device step (:func:`gannas_jax.train.train_step` with ``axis_name='data'``) averages
-gradients with ``lax.pmean``. :func:`fit_data_parallel` runs it two ways over ``n`` devices:
+gradients and BatchNorm's batch statistics with ``lax.pmean``. :func:`fit_data_parallel` runs
+it two ways over ``n`` devices:
 
 * ``runner='shard_map'`` (default): ``jax.shard_map`` over a ``jax.make_mesh((n,), ('data',))``
   mesh; the batch axis is sharded, the state replicated.

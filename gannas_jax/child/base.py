@@ -134,15 +134,22 @@ class Child:
         v = self.module.init(key, arch, x)
         return {"params": v["params"], "batch_stats": v.get("batch_stats", {})}
 
-    def apply(self, variables: dict, arch: Any, x: jax.Array, train: bool) -> tuple[jax.Array, Any]:
-        """``(logits [B, classes], new batch_stats)`` on images ``x [B, H, W, C]``."""
+    def apply(
+        self, variables: dict, arch: Any, x: jax.Array, train: bool, axis_name: str | None = None
+    ) -> tuple[jax.Array, Any]:
+        """``(logits [B, classes], new batch_stats)`` on images ``x [B, H, W, C]``.
+
+        ``axis_name``: under data parallelism, the device axis over which BatchNorm's training
+        statistics are averaged, so that they are the global batch's.
+        """
         stats = variables.get("batch_stats", {})
         if self._sequential:  # no BatchNorm; a plain function, no Flax overhead
             return sequential_forward(self.module, variables["params"], arch, x), stats
         if not stats:
             return self.module.apply({"params": variables["params"]}, arch, x, train), stats
         if train:
-            logits, upd = self.module.apply(variables, arch, x, train=True, mutable=["batch_stats"])
+            module = self.module if axis_name is None else self.module.clone(axis_name=axis_name)
+            logits, upd = module.apply(variables, arch, x, train=True, mutable=["batch_stats"])
             return logits, upd["batch_stats"]
         return self.module.apply(variables, arch, x, train=False), stats
 

@@ -40,12 +40,14 @@ BN_EPS = 1e-5
 NUM_EDGES = len(EDGES)
 
 
-def _relu_conv_bn(x, kernel, scale, bias, mean, var, train, stride=1):
-    y = ops.conv_strided(jax.nn.relu(x), kernel, stride)
-    return ops.batch_norm(y, scale, bias, mean, var, train, momentum=BN_MOMENTUM, eps=BN_EPS)
+def _relu_conv_bn(x, kernel, scale, bias, mean, var, train, axis_name=None):
+    y = ops.conv_strided(jax.nn.relu(x), kernel, 1)
+    return ops.batch_norm(
+        y, scale, bias, mean, var, train, momentum=BN_MOMENTUM, eps=BN_EPS, axis_name=axis_name
+    )
 
 
-def _cell(h: jax.Array, codes: jax.Array, p: dict, s: dict, train: bool):
+def _cell(h: jax.Array, codes: jax.Array, p: dict, s: dict, train: bool, axis_name=None):
     """One arch-as-data cell. ``p``/``s`` leaves have a leading edge axis [6, ...]."""
 
     def branch_none(x, pe, se):
@@ -64,6 +66,7 @@ def _cell(h: jax.Array, codes: jax.Array, p: dict, s: dict, train: bool):
                 se[prefix + "_mean"],
                 se[prefix + "_var"],
                 train,
+                axis_name,
             )
             return y, {**se, prefix + "_mean": m, prefix + "_var": v}
 
@@ -106,12 +109,15 @@ class NB201Child(nn.Module):
       channels: C, the width of the first stage (16 in the benchmark).
       cells: N, cells per stage (5 in the benchmark).
       num_classes: classifier outputs.
+      axis_name: the data-parallel device axis that BatchNorm's batch statistics are averaged
+        over in training (None: this device's batch alone).
     """
 
     space: NB201Space
     channels: int = 16
     cells: int = 5
     num_classes: int = 10
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, arch: jax.Array, x: jax.Array, train: bool = False) -> jax.Array:
@@ -139,7 +145,15 @@ class NB201Child(nn.Module):
         def bn(x, name):
             sc, bi, mu, va = bn_vars(name, (x.shape[-1],))
             y, m, v = ops.batch_norm(
-                x, sc, bi, mu.value, va.value, train, momentum=BN_MOMENTUM, eps=BN_EPS
+                x,
+                sc,
+                bi,
+                mu.value,
+                va.value,
+                train,
+                momentum=BN_MOMENTUM,
+                eps=BN_EPS,
+                axis_name=self.axis_name,
             )
             if train and mutable:
                 mu.value, va.value = m, v
@@ -178,7 +192,7 @@ class NB201Child(nn.Module):
 
             def body(h, inp):
                 pc, sc_ = inp
-                return _cell(h, arch, pc, sc_, train)
+                return _cell(h, arch, pc, sc_, train, self.axis_name)
 
             h, new_stats = lax.scan(body, h, (p, stats))
             if train and mutable:

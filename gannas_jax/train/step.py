@@ -65,7 +65,7 @@ def train_step(
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        logits, stats = child.apply(variables, arch, x, train=True)
+        logits, stats = child.apply(variables, arch, x, train=True, axis_name=axis_name)
         loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
         return loss, (stats, logits)
 

@@ -22,6 +22,7 @@ def batch_norm(
     mask: jax.Array | None = None,
     momentum: float = 0.9,
     eps: float = 1e-5,
+    axis_name: str | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Channel-masked BatchNorm over ``[B, H, W, C]``, matching ``flax.linen.BatchNorm``.
 
@@ -35,6 +36,8 @@ def batch_norm(
       mask: ``bool[C]`` live channels, or None for all.
       momentum: running-average momentum (flax convention: ``new = m * old + (1 - m) * batch``).
       eps: variance epsilon.
+      axis_name: in training mode under data parallelism, the device axis whose shards make up
+        the batch: the statistics are then those of the global batch (equal shares assumed).
 
     Returns:
       ``(y [B, H, W, C], new_mean [C], new_var [C])``.
@@ -42,8 +45,11 @@ def batch_norm(
     c = x.shape[-1]
     if train:
         mu = jnp.mean(x, axis=(0, 1, 2))
+        m2 = jnp.mean(jnp.square(x), axis=(0, 1, 2))
+        if axis_name is not None:
+            mu, m2 = lax.pmean((mu, m2), axis_name)
         # flax computes the variance as E[x^2] - E[x]^2, clipped at 0; do the same for parity.
-        v = jnp.maximum(jnp.mean(jnp.square(x), axis=(0, 1, 2)) - jnp.square(mu), 0.0)
+        v = jnp.maximum(m2 - jnp.square(mu), 0.0)
         new_mean = momentum * mean + (1.0 - momentum) * mu
         new_var = momentum * var + (1.0 - momentum) * v
     else:
