@@ -144,11 +144,13 @@ class GanNas(Algorithm):
             gan, _ = fit_gan(init_gan(k_init, self.space, self.gan), real, k_fit, self.gan_steps)
         state = state.replace(gan=gan)
 
-        archs, scores = self.evaluated(state)
-        negatives = archs[np.argsort(-scores, kind="stable")[self.top_k :]]
-        if self.rank_steps and len(negatives):  # the best of them, if more than fit
-            negatives = negatives[: self.gan.real_capacity]
-            gan, _ = fit_ranker(gan, real, negatives, jax.random.fold_in(k_fit, 1), self.rank_steps)
+        if self.rank_steps and int(state.count) > self.top_k:
+            archs, scores = self.evaluated(state)
+            # the evaluated outside the real set (the best of them, if more than fit)
+            order = np.argsort(-scores, kind="stable")[self.top_k :][: self.gan.real_capacity]
+            gan, _ = fit_ranker(
+                gan, real, archs[order], jax.random.fold_in(k_fit, 1), self.rank_steps
+            )
             state = state.replace(gan=gan)
         if self.climb:
             return self._climb(rng, seen, state, n)
@@ -177,7 +179,8 @@ class GanNas(Algorithm):
     def _climb(self, rng, seen, state: GanNasState, n: int):
         """The discriminator-guided climb's next queries (``climb=True``)."""
         state = start_climb(self, state)
-        edits = self.take_novel(neighbours(self.space, state.current), set(seen), 10**9)
+        cands = neighbours(self.space, state.current)
+        edits = self.take_novel(cands, set(seen), len(cands))
         if len(edits):
             logits = np.asarray(discriminate(state.gan, edits))
             ranked = list(edits[np.argsort(-logits, kind="stable")])
@@ -187,7 +190,8 @@ class GanNas(Algorithm):
                 picked.append(ranked.pop(j))
             return np.asarray(picked, np.int32), state.replace(restart=np.asarray(False))
         # a local optimum: restart from the discriminator's favourite random architecture
-        pool = self.take_novel(sample_host(self.space, rng, self.restart_pool), set(seen), 10**9)
+        pool = sample_host(self.space, rng, self.restart_pool)
+        pool = self.take_novel(pool, set(seen), len(pool))
         if len(pool) == 0:
             pool = self.random_novel(rng, seen, 1)
         logits = np.asarray(discriminate(state.gan, pool))
