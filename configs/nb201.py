@@ -29,12 +29,20 @@ def get_config():
     # Every setting comes from the algorithm's own defaults; override any with --config.x=y,
     # e.g. --config.ganas.gan.loss=hinge.
     c.ganas = dataclass_defaults(GanNas)
-    # Tuned on seeds 1000-1029 (docs/search.md): 10 random starts, then one query per
-    # iteration; 20 GAN steps and 50 ranking steps (the evaluated non-top architectures as the
-    # discriminator's fakes) per iteration, continuing the same GAN; a hill climb over the
-    # discriminator's favourite one-variable edits (a uniform unseen edit half the time),
+    # Tuned on seeds 1000-1059 (docs/search.md): 10 random starts, then one query per
+    # iteration; 20 GAN steps and 50 pairwise ranking steps (random evaluated pairs, the better
+    # one should score higher) per iteration, continuing the same GAN; a hill climb over the
+    # discriminator's favourite one-variable edits (a uniform unseen edit 30% of the time),
     # restarting at a local optimum from the discriminator's favourite of 100 random ones.
-    c.ganas.update(num_init=10, batch_size=1, gan_steps=20, climb=True, rank_steps=50, explore=0.5)
+    c.ganas.update(
+        num_init=10,
+        batch_size=1,
+        gan_steps=20,
+        climb=True,
+        rank_steps=50,
+        rank_loss="pairwise",
+        explore=0.3,
+    )
     c.random = dataclass_defaults(RandomSearch)
     c.random.batch_size = 10
     # Regularized evolution's defaults are Real et al. (2019)'s settings as used on NAS-Bench-201

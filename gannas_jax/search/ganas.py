@@ -16,7 +16,9 @@ one-variable edits of the architecture the climb stands on, the discriminator's 
 better. At a local optimum (every edit seen) it restarts from the discriminator's favourite among
 ``restart_pool`` random architectures. ``rank_steps`` further discriminator updates per iteration
 use the evaluated architectures outside the real set as fakes, so that the discriminator ranks
-like a predictor of "among the best" (:func:`gannas_jax.gan.fit_ranker`).
+like a predictor of "among the best" (:func:`gannas_jax.gan.fit_ranker`); with
+``rank_loss="pairwise"`` they are pairwise ranking updates over every evaluated architecture
+instead (:func:`gannas_jax.gan.fit_pairwise`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from gannas_jax.gan import (
     GanState,
     discriminate,
     fit_gan,
+    fit_pairwise,
     fit_ranker,
     generate,
     init_gan,
@@ -46,6 +49,8 @@ from gannas_jax.search.base import (
     sample_host,
 )
 from gannas_jax.search.local import advance_climb, neighbours, start_climb
+
+RANK_LOSSES = ("gan", "pairwise")
 
 
 @flax.struct.dataclass
@@ -78,6 +83,9 @@ class GanNas(Algorithm):
       restart_pool: with climb, random architectures the discriminator chooses a restart from.
       rank_steps: discriminator updates per iteration against the evaluated architectures
         outside the real set (0: none, as in GA-NAS).
+      rank_loss: "gan": the ranking steps take the real set against the evaluated rest with the
+        GAN's loss; "pairwise": a logistic loss on the logit margin of random evaluated pairs,
+        in the order of their scores.
       gan: the GAN's settings.
     """
 
@@ -92,6 +100,7 @@ class GanNas(Algorithm):
     explore: float = 0.0
     restart_pool: int = 100
     rank_steps: int = 0
+    rank_loss: str = "gan"
     # Without spectral norm the discriminator ranks candidates more sharply (NAS-Bench-201 cifar10,
     # 30 seeds, budget 150: see the README's design notes for the figures and the command).
     gan: GanConfig = dataclasses.field(default_factory=lambda: GanConfig(d_spectral_norm=False))
@@ -112,6 +121,10 @@ class GanNas(Algorithm):
             v = getattr(self, field)
             if not isinstance(v, int) or v < 0:
                 raise SearchError(f"ganas: {field} must be an int >= 0, got {v!r}")
+        if self.rank_loss not in RANK_LOSSES:
+            raise SearchError(
+                f"ganas: rank_loss must be one of {RANK_LOSSES}, got {self.rank_loss!r}"
+            )
         if not 0.0 <= self.explore <= 1.0:  # also False for NaN
             raise SearchError(f"ganas: explore must be in [0, 1], got {self.explore!r}")
 
@@ -144,7 +157,17 @@ class GanNas(Algorithm):
             gan, _ = fit_gan(init_gan(k_init, self.space, self.gan), real, k_fit, self.gan_steps)
         state = state.replace(gan=gan)
 
-        if self.rank_steps and int(state.count) > self.top_k:
+        if self.rank_steps and self.rank_loss == "pairwise":
+            archs, scores = self.evaluated(state)
+            finite = np.isfinite(scores)
+            if int(finite.sum()) >= 2:  # the best of them, if more than fit
+                order = np.argsort(-np.where(finite, scores, -np.inf), kind="stable")
+                order = order[: min(int(finite.sum()), self.gan.real_capacity)]
+                gan, _ = fit_pairwise(
+                    gan, archs[order], scores[order], jax.random.fold_in(k_fit, 1), self.rank_steps
+                )
+                state = state.replace(gan=gan)
+        elif self.rank_steps and int(state.count) > self.top_k:
             archs, scores = self.evaluated(state)
             # the evaluated outside the real set (the best of them, if more than fit)
             order = np.argsort(-scores, kind="stable")[self.top_k :][: self.gan.real_capacity]
