@@ -23,6 +23,7 @@ from gannas_jax.child import (
     static_nb201,
     static_sequential,
 )
+from gannas_jax.child.ops.layers import TRUNC_STD
 
 N_ARCHS = 50
 N_GRAD = 16  # architectures whose gradients are checked too
@@ -198,12 +199,29 @@ def test_sequential_init_is_masked_and_exact_scaled(seq_archs, x_seq):
         again = load_static_sequential(SEQ, arch, static)
         chex.assert_trees_all_close(again, jax.tree.map(np.asarray, params))
         assert sum(int(np.count_nonzero(v)) for v in jax.tree.leaves(static)) > 0
-    # fan-in scaling: a 5x5 conv from the 2-channel input has std ~ 1/sqrt(50)
-    arch = SEQ.from_string("[conv5x5-4] [] []")
-    p = init(jax.random.key(3), jnp.asarray(arch))
-    w = np.asarray(p["stage0_kernel"][0, :, :, :2, :4])
-    assert abs(w.std() - 1 / np.sqrt(50)) < 0.05
-    assert np.count_nonzero(p["stage0_kernel"][0]) == w.size
+    # Fan-in scaling. Lecun-normal draws a normal truncated at 2 std and divides by the
+    # truncated std (TRUNC_STD), so each live entry has std exactly 1/sqrt(fan-in of the live
+    # layer) and |w| <= 2 / TRUNC_STD / sqrt(fan-in). Over 1000 keys the smallest layer has
+    # 12,000 draws, a std error of ~0.5%; a fan-out or max-size fan-in is off by 13% or more.
+    arch = SEQ.from_string("[conv5x5-4 conv1x1-3] [conv3x3-2] [fc6-relu fc8-tanh]")
+    keys = jax.random.split(jax.random.key(3), 1000)
+    p = jax.jit(jax.vmap(lambda k: init_sequential(SEQ, k, jnp.asarray(arch))))(keys)
+    flat_rows = np.arange(4 * 4 * 4) % 4 < 2  # the 4x4 map's 2 live channels of 4
+    live = {  # name: (live entries [keys, ...], fan-in of the live layer)
+        "conv5x5 2->4": (p["stage0_kernel"][:, 0, :, :, :2, :4], 5 * 5 * 2),
+        "conv1x1 4->3": (p["stage0_kernel"][:, 1, 2:3, 2:3, :4, :3], 1 * 1 * 4),
+        "conv3x3 3->2": (p["stage1_kernel"][:, 0, 1:4, 1:4, :3, :2], 3 * 3 * 3),
+        "fc6 on 4x4x2": (p["fc0_kernel"][:, flat_rows, :6], 4 * 4 * 2),
+        "fc8 on fc6": (p["fc1_kernel"][:, :6, :8], 6),
+        "out on fc8": (p["out_hidden_kernel"][:, :8, :], 8),
+    }
+    for name, (w, fan) in live.items():
+        z = np.asarray(w) * np.sqrt(fan)  # unit std when the scale is right
+        np.testing.assert_allclose(np.sqrt(np.mean(z**2)), 1.0, rtol=0.02, err_msg=name)
+        assert np.max(np.abs(z)) <= 2 / TRUNC_STD * (1 + 1e-6), name
+    # nothing outside those windows is drawn
+    n_live = sum(w[0].size for w, _ in live.values())
+    assert sum(np.count_nonzero(v[0]) for v in p.values()) == n_live
 
 
 def test_sequential_noncanonical_codes_equal_canonical(x_seq):
@@ -224,26 +242,43 @@ def test_sequential_noncanonical_codes_equal_canonical(x_seq):
 
 @pytest.mark.parametrize("narrow", [False, True])
 def test_plan_gives_the_codes_output(seq_archs, x_seq, narrow):
-    """Child.apply on a decoded plan (what the evaluator's training loop passes) equals apply on
-    the codes, for every conv impl's plan layout and the narrow variant."""
+    """Child.apply on a decoded plan (what the evaluator's training loop passes) and on the
+    codes both equal the architecture's static exact-size Flax network on the same weights, for
+    every conv impl's plan layout and the narrow variant."""
     archs = seq_archs[:8]
     if narrow:
         archs = np.asarray([a for a in seq_archs if bool(is_convless(SEQ, a))][:4])
+    assert len(archs) == (4 if narrow else 8)
+    wants = {}
     for impl in ("blocked", "masked"):
-        child = make_child(SEQ, SEQ.input_shape, SEQ.num_classes, conv_impl=impl)
-        child = child.narrow_variant() if narrow else child
+        wide = make_child(SEQ, SEQ.input_shape, SEQ.num_classes, conv_impl=impl)
+        child = wide.narrow_variant() if narrow else wide
 
         @jax.jit
-        def both(a, child=child):
-            v = child.init(jax.random.key(1), a)
+        def both(a, wide=wide, child=child):
+            v = wide.init(jax.random.key(1), a)
+            biased = {k: w + 0.1 if k.endswith("bias") else w for k, w in v["params"].items()}
+            v = {**v, "params": biased}  # non-zero biases: their placement is checked too
+            v_child = child.narrow_from(v) if narrow else v
             return (
-                child.apply(v, a, x_seq, train=True)[0],
-                child.apply(v, child.plan(a), x_seq, train=True)[0],
+                v["params"],
+                child.apply(v_child, a, x_seq, train=True)[0],
+                child.apply(v_child, child.plan(a), x_seq, train=True)[0],
             )
 
-        for a in archs:
-            by_codes, by_plan = both(jnp.asarray(a))
-            chex.assert_trees_all_equal(by_codes, by_plan)
+        for i, a in enumerate(archs):
+            params, by_codes, by_plan = both(jnp.asarray(a))
+            # the reference: the exact-size network built for this architecture alone (the
+            # init does not depend on the conv impl, so it is built once per architecture)
+            if i not in wants:
+                static = static_sequential(SEQ, a)
+                static_params = extract_static_sequential(SEQ, a, params)
+                wants[i] = params, static.apply({"params": static_params}, x_seq)
+            chex.assert_trees_all_equal(params, wants[i][0])
+            want = wants[i][1]
+            msg = f"{impl} {SEQ.to_string(a)}"
+            np.testing.assert_allclose(by_plan, want, atol=1e-5, rtol=1e-5, err_msg=msg)
+            np.testing.assert_allclose(by_codes, want, atol=1e-5, rtol=1e-5, err_msg=msg)
 
 
 def test_narrow_child_matches_max_size_child_on_convless_archs(seq_archs, x_seq):
@@ -359,6 +394,10 @@ def nb_setup():
 
 
 def test_nb201_matches_static(nb_setup):
+    """The arch-as-data NB201 child equals the static network of each cell on the same
+    variables: logits in both modes, and every running statistic, leaf by leaf (the taken ops'
+    updated as the static BatchNorms update theirs, the untaken ops' and inference mode's
+    unchanged)."""
     x, archs, template, apply = nb_setup
     assert all(len(set(archs[:, e])) == len(NB.ops) for e in range(archs.shape[1]))
     for i, arch in enumerate(archs):
@@ -367,18 +406,20 @@ def test_nb201_matches_static(nb_setup):
         v = _static_variables(static, x, 10 + i)
         cv = load_static_nb201(NB, arch, v, template)
         for train in (False, True):
+            msg = f"{NB.to_string(arch)} train={train}"
             want, want_stats = static.apply(v, x, train=train, mutable=["batch_stats"])
             got, got_stats = apply(cv, jnp.asarray(arch), x, train)
-            np.testing.assert_allclose(
-                got, want, atol=1e-5, rtol=0, err_msg=f"{NB.to_string(arch)} train={train}"
+            np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=msg)
+            # the static net's new statistics in the child's layout; the entries of ops the
+            # cell does not take keep cv's values, which the child must leave as they were
+            want_cv = load_static_nb201(
+                NB, arch, {**v, "batch_stats": want_stats["batch_stats"]}, cv
             )
-            if train:  # updated running stats of the stem and of the last BN agree too
-                for name in ("stem_bn", "last_bn"):
-                    np.testing.assert_allclose(
-                        got_stats["batch_stats"][name + "_mean"],
-                        want_stats["batch_stats"][name]["mean"],
-                        atol=1e-5,
-                    )
+            chex.assert_trees_all_equal_structs(got_stats["batch_stats"], want_cv["batch_stats"])
+            for name, w in want_cv["batch_stats"].items():
+                np.testing.assert_allclose(
+                    got_stats["batch_stats"][name], w, atol=1e-6, rtol=1e-5, err_msg=f"{msg} {name}"
+                )
 
 
 def test_nb201_untaken_ops_keep_their_stats(nb_setup):
@@ -393,6 +434,86 @@ def test_nb201_untaken_ops_keep_their_stats(nb_setup):
         changed3 = not np.allclose(new["cells0_bn3_mean"][0, e], old["cells0_bn3_mean"][0, e])
         changed1 = not np.allclose(new["cells0_bn1_mean"][0, e], old["cells0_bn1_mean"][0, e])
         assert changed3 == (e == 0) and changed1 == (e == 5), e
+
+
+def _member_variables(template, n, seed):
+    """Variables of ``n`` NB201 members ``[n, ...]`` on the child's template: its kernels
+    scaled at random, BatchNorm affines near (1, 0), non-trivial running statistics."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, a):
+        name, shape = jax.tree_util.keystr(path), (n, *np.shape(a))
+        if name.endswith("_var']"):
+            return (1 + rng.uniform(size=shape)).astype(np.float32)
+        if name.endswith("_mean']"):
+            return (0.3 * rng.standard_normal(shape)).astype(np.float32)
+        if "scale" in name:
+            return (1 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        if "bias" in name:
+            return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+        return (np.asarray(a)[None] * rng.uniform(0.5, 1.5, shape)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, template)
+
+
+def test_nb201_vmap_matches_map(nb_setup):
+    """BatchNorm children under the evaluator's two batching modes (TrainConfig.strategy): vmap
+    over the members, where each lax.switch becomes a select over every op, gives each member
+    the training-mode logits and updated running statistics that lax.map (one member at a time)
+    gives, and the same inference logits from those statistics."""
+    x, archs, template, _ = nb_setup
+    child = NB201Child(NB, **NB_KW)
+    archs = jnp.asarray(archs[:4])
+    variables = _member_variables(template, len(archs), 7)
+
+    def member(v, a):
+        logits, upd = child.apply(v, a, x, train=True, mutable=["batch_stats"])
+        return logits, upd["batch_stats"], child.apply({**v, **upd}, a, x, train=False)
+
+    both = jax.jit(
+        lambda v, a: (jax.vmap(member)(v, a), jax.lax.map(lambda va: member(*va), (v, a)))
+    )
+    (logits, stats, inference), (want_logits, want_stats, want_inference) = both(variables, archs)
+    np.testing.assert_allclose(logits, want_logits, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(inference, want_inference, atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(stats, want_stats, atol=1e-6, rtol=1e-5)
+    # the members' statistics differ, so statistics shared between them would show
+    assert np.ptp(np.asarray(want_stats["stem_bn_mean"]), axis=0).min() > 1e-2
+
+
+def test_nb201_chunked_inference_equals_unchunked(nb_setup):
+    """The evaluator scores BatchNorm children by inference in equal chunks of at most
+    ``eval_batch_size`` examples, the last one padded (``train.population.correct``): which
+    examples are classified right does not depend on the chunking (inference normalises by the
+    running statistics, never by the chunk's)."""
+    from gannas_jax.train.population import correct
+
+    _, archs, template, _ = nb_setup
+    child = make_child(NB, (8, 8, 3), NB_KW["num_classes"], nb201_channels=3, nb201_cells=1)
+    v = jax.tree.map(lambda a: a[0], _member_variables(template, 1, 11))
+    arch, n = jnp.asarray(archs[3]), 11
+    # per-example channel offsets, so that the logits depend on the example (they survive the
+    # global average pool)
+    x = jax.random.normal(jax.random.key(6), (n, 8, 8, 3))
+    x = x + 2 * jax.random.normal(jax.random.key(7), (n, 1, 1, 3))
+
+    @jax.jit
+    def score(v, y):  # unchunked logits; one chunk; 3 chunks of 4; 2 chunks of 6
+        logits = child.apply(v, arch, x, train=False)[0]
+        return logits, [correct(child, v, arch, x, y, c) for c in (n, 4, 6)]
+
+    # Centre the logits over the examples with the classifier bias, so that the predicted class
+    # varies by example: a misordered or dropped chunk then shows.
+    logits = np.asarray(score(v, jnp.zeros(n, jnp.int32))[0])
+    v["params"]["classifier_bias"] = v["params"]["classifier_bias"] - logits.mean(axis=0)
+    right = np.arange(n) % 3 != 1  # labels right on two examples of three, wrong on the others
+    logits = np.sort(logits - logits.mean(axis=0), axis=-1)
+    assert np.min(logits[:, -1] - logits[:, -2]) > 1e-3  # no near-tie that rounding could flip
+    pred = np.argmax(np.asarray(score(v, jnp.zeros(n, jnp.int32))[0]), axis=-1)
+    assert len(set(pred.tolist())) >= 3, pred
+    y = np.where(right, pred, (pred + 1) % NB_KW["num_classes"]).astype(np.int32)
+    for hits in score(v, jnp.asarray(y))[1]:
+        np.testing.assert_array_equal(hits, right)
 
 
 def test_nb201_cost():

@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import time
 import numpy as np
 import pytest
 
+from gannas_jax import NB201Space
+from gannas_jax.evaluate.tabular import NB201Table
 from gannas_jax.search.factory import ALGORITHMS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -65,14 +68,25 @@ def nb201_runs(nb201_dir, tmp_path_factory):
     return runs
 
 
+@pytest.fixture(scope="module")
+def cifar10(nb201_dir):
+    return NB201Table.load("cifar10", nb201_dir)
+
+
 @pytest.mark.parametrize("algo", ALGORITHMS)
-def test_cli_contract(nb201_runs, algo):
+def test_cli_contract(nb201_runs, cifar10, algo):
+    """Each run writes BUDGET unique queries, in order, each scored with the table's validation
+    and test accuracy of its architecture; result.json names the best of them; and a plot."""
     wd = nb201_runs[algo]
     lines = (wd / "history.jsonl").read_text().splitlines()
     assert len(lines) == BUDGET
     recs = [json.loads(line) for line in lines]
     assert len({r["arch"] for r in recs}) == BUDGET
     assert [r["query"] for r in recs] == list(range(BUDGET))
+    space = NB201Space()
+    index = space.to_index(np.stack([space.from_string(r["arch"]) for r in recs]))
+    np.testing.assert_array_equal([r["score"] for r in recs], cifar10.valid[index])
+    np.testing.assert_array_equal([r["test"] for r in recs], cifar10.test[index])
     result = json.loads((wd / "result.json").read_text())
     assert set(result) == {"best_arch", "best_score", "best_test", "num_queries"}
     assert result["num_queries"] == BUDGET
@@ -235,16 +249,17 @@ def digits_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits")
     cache = root / "xla"
 
-    def run(workdir):
+    def run(workdir, **env):
         out = subprocess.run(
             [*SEARCH, *DIGITS_TINY, "--workdir", str(workdir), f"--xla_cache={cache}"],
             capture_output=True,
             text=True,
             cwd=ROOT,
             timeout=600,
-            env={**_env(), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"},
+            env={**_env(), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **env},
         )
         assert out.returncode == 0, out.stderr[-3000:]
+        return out
 
     run.cache = cache
     run(root / "ref")
@@ -283,13 +298,21 @@ def test_training_run_kill_and_resume(digits_run, tmp_path):
 
 
 def test_compilation_cache_is_written_then_reused(digits_run, tmp_path):
-    """A rerun loads every compiled program from the --xla_cache folder, with the same results."""
+    """A rerun loads every compiled program from the --xla_cache folder, with the same results:
+    JAX's compiler log shows a cache hit for each program the first run wrote, and no miss
+    (unchanged file names alone would not show it: a cache written but never read keeps them)."""
     ref, run = digits_run
     assert len(run.first) >= 2  # at least the training program and the GAN program
     before = sorted(p.name for p in run.cache.glob("*-cache"))
     assert set(run.first) <= set(before)
-    run(tmp_path)
+    # JAX prints a module's debug log only while the "jax" logger's own level is above DEBUG.
+    out = run(tmp_path, JAX_DEBUG_LOG_MODULES="jax._src.compiler", JAX_LOGGING_LEVEL="WARNING")
     assert sorted(p.name for p in run.cache.glob("*-cache")) == before  # nothing new compiled
+    hits = re.findall(r"Persistent compilation cache hit for '.*?' with key '(.+?)'", out.stderr)
+    # The very programs the first run wrote (the folder also holds those of the kill-and-resume
+    # test's runs, which a plain rerun does not build).
+    assert sorted(f"{key}-cache" for key in set(hits)) == run.first, out.stderr[-3000:]
+    assert "PERSISTENT COMPILATION CACHE MISS" not in out.stderr
     a, b = _history(ref), _history(tmp_path)
     assert [r["arch"] for r in a] == [r["arch"] for r in b]
     assert [r["score"] for r in a] == [r["score"] for r in b]

@@ -19,14 +19,28 @@ def test_digits_split_is_deterministic_disjoint_and_normalized(digits):
     n = len(digits.x_train) + len(digits.x_val) + len(digits.x_test)
     assert n == 1797
     assert abs(len(digits.x_val) - 0.2 * n) < 10 and abs(len(digits.x_test) - 0.2 * n) < 10
-    # no image appears in two splits (digits has a few exact duplicates; compare via indices of
-    # the raw data instead: every raw image is used exactly once)
+    # No image appears in two splits, and every raw image is used exactly once with its label.
+    # Compared as whole images (pixel sums would not do: 1797 images have only 164 distinct sums).
+    # The raw data has no exact duplicates, so an image shared by two splits is a split bug.
     from sklearn.datasets import load_digits
 
-    raw = load_digits().images.reshape(len(load_digits().images), -1)
-    restored = np.concatenate([digits.x_train, digits.x_val, digits.x_test]).reshape(n, -1)
-    restored = restored * digits.std[0] + digits.mean[0]
-    assert np.allclose(np.sort(restored.sum(1)), np.sort(raw.sum(1)), atol=1e-3)
+    raw = load_digits()
+    raw_x = raw.images.reshape(n, -1).astype(np.uint8)
+    assert len(np.unique(raw_x, axis=0)) == n
+    label_of = {row.tobytes(): int(t) for row, t in zip(raw_x, raw.target, strict=True)}
+    splits = {}
+    for name in ("train", "val", "test"):
+        x = getattr(digits, f"x_{name}").reshape(-1, 64) * digits.std[0] + digits.mean[0]
+        pixels = np.round(x)
+        np.testing.assert_allclose(x, pixels, atol=1e-3)  # de-normalizes to the raw 0..16 values
+        keys = [row.tobytes() for row in pixels.astype(np.uint8)]
+        assert len(set(keys)) == len(keys), f"an image repeats within {name}"
+        assert [label_of.get(k) for k in keys] == getattr(digits, f"y_{name}").tolist()
+        splits[name] = set(keys)
+    assert not splits["train"] & splits["val"]
+    assert not splits["train"] & splits["test"]
+    assert not splits["val"] & splits["test"]
+    assert splits["train"] | splits["val"] | splits["test"] == set(label_of)
     assert abs(float(digits.x_train.mean())) < 1e-4 and abs(float(digits.x_train.std()) - 1) < 1e-3
     for y in (digits.y_train, digits.y_val, digits.y_test):
         assert set(np.unique(y)) == set(range(10))  # stratified

@@ -85,6 +85,34 @@ SCRIPT = textwrap.dedent(
         "loss": float(np.max(np.abs(a["loss"] - b["loss"]))),
         "val": float(np.max(np.abs(a["val"] - b["val"]))),
     }
+    # Padding: batches that do not fill the devices. The reference trains each architecture
+    # alone on one device (population 1: no padding, no neighbours, no device split).
+    archs5 = np.asarray(space.sample(jax.random.key(3), 5))
+    alone = TrainingEvaluator(space, ds, TrainConfig(**{**cfg.__dict__, "devices": 1,
+                                                        "population": 1}))
+    two = TrainingEvaluator(space, ds, TrainConfig(**{**cfg.__dict__, "devices": 2}))
+    key = jax.random.key(4)
+    keys5 = [jax.random.fold_in(key, c) for c in (0, 0, 0, 0, 1)]  # evaluate's chunk keys
+    ref = [alone.train(a[None], k) for a, k in zip(archs5, keys5)]
+    ref = {f: np.concatenate([r[f] for r in ref]) for f in ("val", "test", "loss", "loss0")}
+
+    def diffs(got, n):  # the result counts, and the differences of the first n results
+        return {"n": {f: len(got[f]) for f in ref},
+                **{f: float(np.max(np.abs(got[f][:n] - ref[f][:n]))) for f in ref}}
+
+    res5 = pop.evaluate(archs5, key)  # chunks of 4 and of 1 + 3 padding members
+    pad = tuple(int(c) for c in space.canonicalize(np.zeros(space.num_variables, np.int32)))
+    out["padding"] = {
+        "devices": [two.n_devices, pop.n_devices],
+        "3_on_2": diffs(two.train(archs5[:3], keys5[0]), 3),
+        "3_on_4": diffs(pop.train(archs5[:3], keys5[0]), 3),
+        "5_on_4": {"n": len(res5.scores),
+                   "val": float(np.max(np.abs(res5.scores - ref["val"]))),
+                   "test": float(np.max(np.abs(res5.test - ref["test"]))),
+                   "loss": max(abs(m["train_loss"] - float(l))
+                               for m, l in zip(res5.metrics, ref["loss"], strict=True)),
+                   "cached": len(pop._cache), "pad_cached": pad in pop._cache},
+    }
     print(json.dumps(out))
     """
 )
@@ -127,8 +155,30 @@ def test_population_parallel_matches_single_device(multi_device):
     assert multi_device["population"]["val"] == 0.0
 
 
+@pytest.mark.parametrize("case, n", [("3_on_2", 3), ("3_on_4", 3)])
+def test_padded_population_matches_each_child_alone(multi_device, case, n):
+    """Fewer architectures than the devices' places (3 on 2 devices of 2, 3 on 4 devices of
+    1): the padding members are dropped, and each real one gets what training it alone on one
+    device gives."""
+    got = multi_device["padding"][case]
+    assert got["n"] == {"val": n, "test": n, "loss": n, "loss0": n}
+    assert got["loss"] < 1e-5 and got["loss0"] < 1e-5
+    assert got["val"] == 0.0 and got["test"] == 0.0
+
+
+def test_padded_evaluate_chunks_match_each_child_alone(multi_device):
+    """evaluate() of 5 architectures on 4 devices (a full chunk, then 1 and 3 padding members):
+    5 results, each the child's trained alone, and only the 5 real architectures cached."""
+    assert multi_device["padding"]["devices"] == [2, 4]
+    got = multi_device["padding"]["5_on_4"]
+    assert got["n"] == 5 and got["loss"] < 1e-5
+    assert got["val"] == 0.0 and got["test"] == 0.0
+    assert got["cached"] == 5 and not got["pad_cached"]
+
+
 def test_single_device_runner_and_bad_arguments():
-    """In this process (one device): both runners degenerate to the plain fit; errors are clear."""
+    """In this process (one device): each runner, shard_map and pmap, degenerates to the plain
+    fit (same losses and final params); errors are clear."""
     space = SequentialSpace(
         num_stages=1, slots_per_stage=1, kernel_sizes=(3,), channels=(2,), num_fc=0
     )
@@ -138,11 +188,14 @@ def test_single_device_runner_and_bad_arguments():
     x = jax.random.normal(jax.random.key(0), (2, 6, 8, 8, 1))
     y = jax.random.randint(jax.random.key(1), (2, 6), 0, 10)
     state = jax.jit(lambda k: init_state(child, tx, k, arch))(jax.random.key(2))
-    _, want = fit(child, tx, state, arch, x, y)
-    _, got = parallel.fit_data_parallel(
-        child, tx, state, arch, x, y, devices=jax.local_devices()[:1]
-    )
-    np.testing.assert_allclose(got, want, rtol=1e-6)
+    want_state, want = fit(child, tx, state, arch, x, y)
+    for runner in parallel.RUNNERS:
+        got_state, got = parallel.fit_data_parallel(
+            child, tx, state, arch, x, y, runner=runner, devices=jax.local_devices()[:1]
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=runner)
+        chex.assert_trees_all_close(got_state.params, want_state.params, rtol=1e-6, atol=1e-7)
+    assert parallel.RUNNERS == ("shard_map", "pmap")
     with pytest.raises(ValueError, match="runner"):
         parallel.fit_data_parallel(child, tx, state, arch, x, y, runner="xmap")
 

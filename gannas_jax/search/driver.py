@@ -206,7 +206,12 @@ def run_search(
     wd = None if workdir is None else pathlib.Path(workdir)
     ckpt = hist_file = None
     if wd is not None:
-        wd.mkdir(parents=True, exist_ok=True)
+        if wd.exists() and not wd.is_dir():
+            raise SearchError(f"workdir {str(wd)!r} is not a folder")
+        try:
+            wd.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SearchError(f"cannot create workdir {str(wd)!r}: {err}") from None
         run_config = json.loads(
             json.dumps(
                 {"seed": seed, "budget": int(budget), **(config or {})}, default=_json_default
@@ -218,6 +223,8 @@ def run_search(
                 old = json.loads(cfg_path.read_text())
             except ValueError as err:
                 raise SearchError(f"corrupt {cfg_path}: {err}") from None
+            if not isinstance(old, dict):
+                raise SearchError(f"corrupt {cfg_path}: not a JSON object")
             if old != run_config:
                 diff = sorted(
                     k for k in set(old) | set(run_config) if old.get(k) != run_config.get(k)
