@@ -54,7 +54,14 @@ def test_nb201_config_copies_no_default():
     space = build_space(config)
     want = {
         "ganas": GanNas(
-            space, num_init=10, batch_size=1, gan_steps=20, climb=True, rank_steps=50, explore=0.5
+            space,
+            num_init=10,
+            batch_size=1,
+            gan_steps=20,
+            climb=True,
+            rank_steps=50,
+            rank_loss="pairwise",
+            explore=0.3,
         ),
         "random": RandomSearch(space, batch_size=10),
         "evolution": RegularizedEvolution(space),
