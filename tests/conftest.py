@@ -1,5 +1,6 @@
 """Shared test fixtures and strict JAX settings."""
 
+import hashlib
 import os
 import pathlib
 
@@ -18,6 +19,15 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 from gannas_jax.evaluate.tabular import NB201_DATASETS  # noqa: E402
+
+
+def folder_digest(folder: pathlib.Path) -> str:
+    """A hash of every file's relative path and bytes under ``folder`` (to see it untouched)."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode() + p.read_bytes())
+    return h.hexdigest()
 
 
 @pytest.fixture(scope="session")

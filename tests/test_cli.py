@@ -1,6 +1,5 @@
 """scripts/search.py end to end: the output contract, kill and resume, and bad input."""
 
-import hashlib
 import json
 import os
 import pathlib
@@ -17,6 +16,7 @@ import pytest
 from gannas_jax import NB201Space
 from gannas_jax.evaluate.tabular import NB201Table
 from gannas_jax.search.factory import ALGORITHMS
+from tests.conftest import folder_digest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SEARCH = [sys.executable, str(ROOT / "scripts" / "search.py")]
@@ -140,14 +140,6 @@ def test_kill_and_resume_is_bitwise_identical(nb201_runs, nb201_dir, tmp_path):
     ).read_text()
 
 
-def _digest(folder):
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(folder)).encode() + p.read_bytes())
-    return h.hexdigest()
-
-
 def _assert_one_line_error(out, *needles):
     assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
     assert "Traceback" not in out.stderr
@@ -188,7 +180,7 @@ def test_missing_benchmark_folder_env(tmp_path):
 
 def test_workdir_of_another_config_is_refused(nb201_runs, nb201_dir):
     wd = nb201_runs["random"]
-    before = _digest(wd)
+    before = folder_digest(wd)
     out = search(
         wd,
         "--config.algorithm=evolution",
@@ -197,7 +189,7 @@ def test_workdir_of_another_config_is_refused(nb201_runs, nb201_dir):
         check=False,
     )
     _assert_one_line_error(out, "another config", "algorithm")
-    assert _digest(wd) == before
+    assert folder_digest(wd) == before
 
 
 @pytest.mark.parametrize("damage", ["history", "checkpoint"])
@@ -217,7 +209,7 @@ def test_corrupt_files_are_refused(nb201_runs, nb201_dir, tmp_path, damage):
             if f.is_file():
                 f.write_bytes(b"garbage")
         needle = "corrupt checkpoint"
-    before = _digest(wd)
+    before = folder_digest(wd)
     out = search(
         wd,
         "--config.algorithm=evolution",
@@ -226,7 +218,7 @@ def test_corrupt_files_are_refused(nb201_runs, nb201_dir, tmp_path, damage):
         check=False,
     )
     _assert_one_line_error(out, needle)
-    assert _digest(wd) == before
+    assert folder_digest(wd) == before
 
 
 DIGITS_TINY = [

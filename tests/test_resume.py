@@ -2,7 +2,6 @@
 refusing, with one clear SearchError and without touching a file, a workdir that is not this
 run's or whose files disagree."""
 
-import hashlib
 import json
 import shutil
 
@@ -12,6 +11,7 @@ import pytest
 from gannas_jax import NB201Space
 from gannas_jax.evaluate.base import EvalResult
 from gannas_jax.search import RegularizedEvolution, SearchError, run_search
+from tests.conftest import folder_digest
 
 BUDGET = 20
 SEED = 3
@@ -63,14 +63,6 @@ def _kill(workdir, every):
 
 def _steps(workdir):
     return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-
-
-def _digest(folder):
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(folder)).encode() + p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -202,12 +194,12 @@ def test_inconsistent_workdir_is_refused_untouched(killed, tmp_path, case):
     shutil.copytree(killed, wd)
     if damage is not None:
         damage(wd)
-    before = _digest(wd)
+    before = folder_digest(wd)
     ev = _Fake()
     with pytest.raises(SearchError, match=match):
         _search(wd, ev, **kwargs)
     assert ev.calls == 0
-    assert _digest(wd) == before
+    assert folder_digest(wd) == before
 
 
 def test_workdir_that_is_a_file_is_refused(tmp_path):

@@ -30,6 +30,19 @@ from gannas_jax.gan.step import (
 )
 
 
+def _check_steps(name: str, num_steps) -> None:
+    if not isinstance(num_steps, (int, np.integer)) or isinstance(num_steps, bool) or num_steps < 1:
+        raise ValueError(f"{name}: num_steps must be a positive int, got {num_steps!r}")
+
+
+def _finite_or_raise(name: str, new_state, losses, finite):
+    if not bool(finite) or not np.all(np.isfinite(np.asarray(losses))):
+        raise FloatingPointError(
+            f"{name}: the discriminator became non-finite; the state was not updated"
+        )
+    return new_state, losses
+
+
 @functools.partial(jax.jit, static_argnames=("num_steps",))
 def _fit_ranker(state, real_padded, num_real, neg_padded, num_neg, key, num_steps):
     TRACE_COUNTS["fit_ranker"] += 1
@@ -73,16 +86,11 @@ def fit_ranker(
       ValueError: bad shapes, codes or sizes.
       FloatingPointError: the discriminator became non-finite; no state is returned then.
     """
-    if not isinstance(num_steps, (int, np.integer)) or isinstance(num_steps, bool) or num_steps < 1:
-        raise ValueError(f"fit_ranker: num_steps must be a positive int, got {num_steps!r}")
+    _check_steps("fit_ranker", num_steps)
     real, n = pad_real(state.space, state.config, real_archs)
     neg, m = pad_real(state.space, state.config, negative_archs)
     new_state, losses, finite = _fit_ranker(state, real, n, neg, m, key, num_steps=int(num_steps))
-    if not bool(finite) or not np.all(np.isfinite(np.asarray(losses))):
-        raise FloatingPointError(
-            "fit_ranker: the discriminator became non-finite; the state was not updated"
-        )
-    return new_state, losses
+    return _finite_or_raise("fit_ranker", new_state, losses, finite)
 
 
 @functools.partial(jax.jit, static_argnames=("num_steps",))
@@ -141,8 +149,7 @@ def fit_pairwise(
       ValueError: bad shapes, codes, sizes or non-finite scores.
       FloatingPointError: the discriminator became non-finite; no state is returned then.
     """
-    if not isinstance(num_steps, (int, np.integer)) or isinstance(num_steps, bool) or num_steps < 1:
-        raise ValueError(f"fit_pairwise: num_steps must be a positive int, got {num_steps!r}")
+    _check_steps("fit_pairwise", num_steps)
     padded, m = pad_real(state.space, state.config, archs)
     scores = np.asarray(scores, np.float32)
     if scores.shape != (int(m),):
@@ -156,8 +163,4 @@ def fit_pairwise(
     new_state, losses, finite = _fit_pairwise(
         state, padded, scores_padded, m, key, num_steps=int(num_steps)
     )
-    if not bool(finite) or not np.all(np.isfinite(np.asarray(losses))):
-        raise FloatingPointError(
-            "fit_pairwise: the discriminator became non-finite; the state was not updated"
-        )
-    return new_state, losses
+    return _finite_or_raise("fit_pairwise", new_state, losses, finite)
