@@ -43,6 +43,19 @@ def _finite_or_raise(name: str, new_state, losses, finite):
     return new_state, losses
 
 
+def _scan_updates(state: GanState, update, key: jax.Array, num_steps: int):
+    """``num_steps`` of ``update(d_params, d_opt_state, key) -> (d_params, d_opt_state, loss)``
+    under ``lax.scan``: ``(new_state, losses, all_finite)``."""
+
+    def body(carry, k):
+        d_params, d_opt_state, loss = update(*carry, k)
+        return (d_params, d_opt_state), loss
+
+    carry = (state.d_params, state.d_opt_state)
+    (d_params, d_opt_state), losses = jax.lax.scan(body, carry, jax.random.split(key, num_steps))
+    return state.replace(d_params=d_params, d_opt_state=d_opt_state), losses, _tree_finite(d_params)
+
+
 @functools.partial(jax.jit, static_argnames=("num_steps",))
 def _fit_ranker(state, real_padded, num_real, neg_padded, num_neg, key, num_steps):
     TRACE_COUNTS["fit_ranker"] += 1
@@ -50,8 +63,7 @@ def _fit_ranker(state, real_padded, num_real, neg_padded, num_neg, key, num_step
     neg_onehot = _real_onehot(state.space, neg_padded)
     b = state.config.batch_size
 
-    def body(carry, k):
-        d_params, d_opt_state = carry
+    def update(d_params, d_opt_state, k):
         k_real, k_neg, k_drop, k_eps = jax.random.split(k, 4)
         real = real_onehot[jax.random.randint(k_real, (b,), 0, num_real)]
         fake = neg_onehot[jax.random.randint(k_neg, (b,), 0, num_neg)]
@@ -59,11 +71,9 @@ def _fit_ranker(state, real_padded, num_real, neg_padded, num_neg, key, num_step
         d_params, d_opt_state, metrics = _critic_update(
             state, d_params, d_opt_state, real, fake, eps, k_drop
         )
-        return (d_params, d_opt_state), metrics["d_loss"]
+        return d_params, d_opt_state, metrics["d_loss"]
 
-    carry = (state.d_params, state.d_opt_state)
-    (d_params, d_opt_state), losses = jax.lax.scan(body, carry, jax.random.split(key, num_steps))
-    return state.replace(d_params=d_params, d_opt_state=d_opt_state), losses, _tree_finite(d_params)
+    return _scan_updates(state, update, key, num_steps)
 
 
 def fit_ranker(
@@ -101,8 +111,7 @@ def _fit_pairwise(state, archs_padded, scores_padded, num, key, num_steps):
     b = config.batch_size
     _, d_tx = config.optimizers()
 
-    def body(carry, k):
-        d_params, d_opt_state = carry
+    def update(d_params, d_opt_state, k):
         k_i, k_j, k_drop = jax.random.split(k, 3)
         i = jax.random.randint(k_i, (b,), 0, num)
         j = jax.random.randint(k_j, (b,), 0, num)
@@ -118,11 +127,9 @@ def _fit_pairwise(state, archs_padded, scores_padded, num, key, num_steps):
 
         loss, grads = jax.value_and_grad(loss_fn)(d_params)
         updates, d_opt_state = d_tx.update(grads, d_opt_state, d_params)
-        return (optax.apply_updates(d_params, updates), d_opt_state), loss
+        return optax.apply_updates(d_params, updates), d_opt_state, loss
 
-    carry = (state.d_params, state.d_opt_state)
-    (d_params, d_opt_state), losses = jax.lax.scan(body, carry, jax.random.split(key, num_steps))
-    return state.replace(d_params=d_params, d_opt_state=d_opt_state), losses, _tree_finite(d_params)
+    return _scan_updates(state, update, key, num_steps)
 
 
 def fit_pairwise(

@@ -159,10 +159,9 @@ class GanNas(Algorithm):
 
         if self.rank_steps and self.rank_loss == "pairwise":
             archs, scores = self.evaluated(state)
-            finite = np.isfinite(scores)
-            if int(finite.sum()) >= 2:  # the best of them, if more than fit
-                order = np.argsort(-np.where(finite, scores, -np.inf), kind="stable")
-                order = order[: min(int(finite.sum()), self.gan.real_capacity)]
+            finite = np.flatnonzero(np.isfinite(scores))
+            if len(finite) >= 2:  # the best of them, if more than fit
+                order = finite[np.argsort(-scores[finite], kind="stable")][: self.gan.real_capacity]
                 gan, _ = fit_pairwise(
                     gan, archs[order], scores[order], jax.random.fold_in(k_fit, 1), self.rank_steps
                 )
