@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from configs import nb201 as nb201_config  # noqa: E402
 from gannas_jax.evaluate.tabular import NB201Table, TabularEvaluator  # noqa: E402
-from gannas_jax.search import run_search  # noqa: E402
+from gannas_jax.runtime import use_cpu_cores  # noqa: E402
+from gannas_jax.search import run_search, run_seeds  # noqa: E402
 from gannas_jax.search.factory import ALGORITHMS, build_algorithm  # noqa: E402
 from gannas_jax.spaces import NB201Space  # noqa: E402
 
@@ -50,6 +51,18 @@ def parse_args(argv):
         help="config override, e.g. ganas.top_k=10",
     )
     p.add_argument("--out", default=None, help="output path prefix (writes .md, .json, .png)")
+    p.add_argument(
+        "--vectorize",
+        action="store_true",
+        help="run GanNas's seeds in lockstep, their GAN work batched over seeds as one program "
+        "(gannas_jax.search.run_seeds; on CPU one XLA device per core)",
+    )
+    p.add_argument(
+        "--compare-sequential",
+        action="store_true",
+        help="with --vectorize: also run GanNas's seeds one after another, and print both "
+        "times, how many seeds asked the same queries, and both mean regrets",
+    )
     return p.parse_args(argv)
 
 
@@ -68,24 +81,81 @@ def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(wilcoxon(a, b, zero_method="zsplit").pvalue)
 
 
-def run_curves(config, table: NB201Table, seeds: int, budget: int, bar) -> dict[str, np.ndarray]:
+def curves_of(results, budget: int) -> dict[str, np.ndarray]:
     """Best-so-far validation score and its test score, ``float64[seeds, budget]`` each."""
-    algorithm = build_algorithm(config, NB201Space())
-    best_val = np.zeros((seeds, budget))
-    best_test = np.zeros((seeds, budget))
-    for s in range(seeds):
-        res = run_search(algorithm, TabularEvaluator(table=table), budget, None, s, progress=False)
+    best_val = np.zeros((len(results), budget))
+    best_test = np.zeros((len(results), budget))
+    for s, res in enumerate(results):
         arg = np.zeros(budget, int)  # index of the best query so far
         for q in range(1, budget):
             arg[q] = q if res.scores[q] > res.scores[arg[q - 1]] else arg[q - 1]
         best_val[s], best_test[s] = res.scores[arg], res.tests[arg]
-        bar.update(1)
     return {"val": best_val, "test": best_test}
+
+
+def run_curves(config, table: NB201Table, seeds: int, budget: int, bar, vectorize=False):
+    """:func:`curves_of` the seeds' runs: one after another, or (``vectorize``, GanNas only)
+    all seeds in lockstep with their GAN work batched (``gannas_jax.search.run_seeds``)."""
+    algorithm = build_algorithm(config, NB201Space())
+    evaluator = TabularEvaluator(table=table)
+    if vectorize and config.algorithm == "ganas":
+        results = run_seeds(algorithm, evaluator, budget, range(seeds), progress=False)
+        bar.update(seeds)
+        return curves_of(results, budget)
+    results = []
+    for s in range(seeds):
+        results.append(run_search(algorithm, evaluator, budget, None, s, progress=False))
+        bar.update(1)
+    return curves_of(results, budget)
+
+
+def compare(vec, seq, vec_s, seq_s, table, boot, budgets) -> dict:
+    """--compare-sequential: both times, the seeds whose best-so-far curves are equal, and at
+    each budget both mean regrets with the sequential one's 95% bootstrap interval."""
+    same = [bool(np.array_equal(a, b)) for a, b in zip(vec["val"], seq["val"], strict=True)]
+    out = {"vectorized_s": vec_s, "sequential_s": seq_s, "speedup": seq_s / vec_s}
+    out["identical_seeds"], out["seeds"] = sum(same), len(same)
+    out["budgets"] = {}
+    for b in budgets:
+        rv, rs = table.best_valid - vec["val"][:, b - 1], table.best_valid - seq["val"][:, b - 1]
+        lo, hi = bootstrap_ci(rs, boot)
+        out["budgets"][b] = {
+            "vectorized": rv.mean(),
+            "sequential": rs.mean(),
+            "sequential_ci": (lo, hi),
+            "within": bool(lo - 1e-12 <= rv.mean() <= hi + 1e-12),
+        }
+    return out
+
+
+def compare_lines(compared) -> list[str]:
+    lines = []
+    for ds, c in compared.items():
+        lines.append(
+            f"GanNas on {ds}, {c['seeds']} seeds: vectorized {c['vectorized_s']:.1f} s, "
+            f"sequential {c['sequential_s']:.1f} s ({c['speedup']:.2f}x); "
+            f"{c['identical_seeds']} of {c['seeds']} seeds have the same best-so-far curve."
+        )
+        for b, r in c["budgets"].items():
+            lo, hi = r["sequential_ci"]
+            lines.append(
+                f"  budget {b}: mean regret vectorized {r['vectorized']:.3f}, sequential "
+                f"{r['sequential']:.3f} [{lo:.3f}, {hi:.3f}]: "
+                + ("within" if r["within"] else "OUTSIDE")
+                + " the sequential interval"
+            )
+    return lines
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     from tqdm.auto import tqdm
+
+    if args.compare_sequential and not args.vectorize:
+        print("bench_nb201.py: error: --compare-sequential needs --vectorize", file=sys.stderr)
+        return 2
+    if args.vectorize:
+        use_cpu_cores()  # before JAX starts: the seeds are spread over one device per core
 
     budgets = sorted(int(b) for b in args.budgets.split(","))
     datasets = args.datasets.split(",")
@@ -110,7 +180,7 @@ def main(argv=None) -> int:
             )
             return 2
 
-    rows, curves, opt = [], {}, {}
+    rows, curves, opt, compared = [], {}, {}, {}
     boot = np.random.default_rng(0)
     t_start = time.perf_counter()
     bar = tqdm(total=len(datasets) * len(algorithms) * args.seeds, desc="nb201 bench", unit="run")
@@ -121,9 +191,13 @@ def main(argv=None) -> int:
             config = base.copy_and_resolve_references()
             config.algorithm = algo
             t0 = time.perf_counter()
-            c = run_curves(config, table, args.seeds, budgets[-1], bar)
+            c = run_curves(config, table, args.seeds, budgets[-1], bar, args.vectorize)
             secs = time.perf_counter() - t0
             curves[(ds, algo)] = c
+            if args.compare_sequential and algo == "ganas":
+                t1 = time.perf_counter()
+                seq = run_curves(config, table, args.seeds, budgets[-1], bar)
+                compared[ds] = compare(c, seq, secs, time.perf_counter() - t1, table, boot, budgets)
             for b in budgets:
                 v, t = c["val"][:, b - 1], c["test"][:, b - 1]
                 lo, hi = bootstrap_ci(table.best_valid - v, boot)
@@ -180,8 +254,16 @@ def main(argv=None) -> int:
     lines.append(
         "Optimum (best validation accuracy): "
         + ", ".join(f"{d} {v:.2f}" for d, v in opt.items())
-        + f". Total wall time {total:.0f} s."
+        + f". Total wall time {total:.0f} s"
+        + (
+            f" ({sum(c['sequential_s'] for c in compared.values()):.0f} s of it the sequential "
+            "comparison)."
+            if compared
+            else "."
+        )
     )
+    if compared:
+        lines += ["", *compare_lines(compared)]
     table_md = "\n".join(lines)
     print(table_md)
 
@@ -196,6 +278,8 @@ def main(argv=None) -> int:
                     "budgets": budgets,
                     "overrides": args.set,
                     "seconds": total,
+                    "vectorize": args.vectorize,
+                    "compare_sequential": compared,
                     "rows": rows,
                     "curves": {
                         f"{d}/{a}": {k: v.tolist() for k, v in c.items()}

@@ -12,6 +12,7 @@ from gannas_jax.search.base import (
 from gannas_jax.search.driver import SearchResult, plot_progress, run_search
 from gannas_jax.search.ganas import GanNas, GanNasState
 from gannas_jax.search.local import LocalSearch, LocalSearchState
+from gannas_jax.search.multiseed import run_seeds
 from gannas_jax.search.predictor import PredictorConfig, fit_predictor, predict
 from gannas_jax.search.reinforce import Reinforce, ReinforceState, policy_probs
 
@@ -35,5 +36,6 @@ __all__ = [
     "policy_probs",
     "predict",
     "run_search",
+    "run_seeds",
     "sample_host",
 ]

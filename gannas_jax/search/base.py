@@ -43,7 +43,12 @@ class SearchError(ValueError):
 
 def host_rng(key: jax.Array) -> np.random.Generator:
     """A NumPy generator seeded from a JAX key, for cheap host-side sampling."""
-    return np.random.default_rng(np.asarray(jax.random.key_data(key)).astype(np.uint64).ravel())
+    return rng_from_key_data(np.asarray(jax.random.key_data(key)))
+
+
+def rng_from_key_data(data: np.ndarray) -> np.random.Generator:
+    """:func:`host_rng` of the key whose ``jax.random.key_data`` is ``data``."""
+    return np.random.default_rng(np.asarray(data).astype(np.uint64).ravel())
 
 
 def sample_host(space: Space, rng: np.random.Generator, n: int) -> np.ndarray:

@@ -68,6 +68,32 @@ class SearchResult:
         }
 
 
+def search_result(algorithm: Algorithm, state: History, tests: np.ndarray) -> SearchResult:
+    """The :class:`SearchResult` of a finished search's state and its test metrics."""
+    archs, scores = algorithm.evaluated(state)
+    best = int(np.argmax(scores))
+    return SearchResult(
+        best_arch=algorithm.space.to_string(archs[best]),
+        best_score=float(scores[best]),
+        best_test=float(tests[best]),
+        num_queries=len(scores),
+        archs=archs,
+        scores=scores,
+        tests=tests[: len(scores)],
+    )
+
+
+def check_asked(algorithm: Algorithm, state: History, archs) -> np.ndarray:
+    """``archs`` as int32, or a SearchError when an ask returned none or more than are left."""
+    archs = np.asarray(archs, np.int32)
+    if len(archs) == 0 or len(archs) > algorithm.remaining(state):
+        raise SearchError(
+            f"{algorithm.name} asked for {len(archs)} architectures with "
+            f"{algorithm.remaining(state)} left"
+        )
+    return archs
+
+
 def _atomic_write(path: pathlib.Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -282,12 +308,7 @@ def run_search(
     try:
         while algorithm.remaining(state) > 0:
             archs, state = algorithm.ask(jax.random.fold_in(key_ask, iteration), state)
-            archs = np.asarray(archs, np.int32)
-            if len(archs) == 0 or len(archs) > algorithm.remaining(state):
-                raise SearchError(
-                    f"{algorithm.name} asked for {len(archs)} architectures with "
-                    f"{algorithm.remaining(state)} left"
-                )
+            archs = check_asked(algorithm, state, archs)
             t0 = time.perf_counter()
             result = evaluator.evaluate(archs, jax.random.fold_in(key_eval, iteration))
             wall = time.perf_counter() - t0
@@ -326,17 +347,8 @@ def run_search(
         if hist_file is not None:
             hist_file.close()
 
-    archs, scores = algorithm.evaluated(state)
-    best = int(np.argmax(scores))
-    res = SearchResult(
-        best_arch=space.to_string(archs[best]),
-        best_score=float(scores[best]),
-        best_test=float(tests[best]),
-        num_queries=len(scores),
-        archs=archs,
-        scores=scores,
-        tests=tests[: len(scores)],
-    )
+    res = search_result(algorithm, state, tests)
+    scores = res.scores
     if wd is not None:
         _atomic_write(wd / RESULT, json.dumps(res.summary(), indent=2))
         if plot:

@@ -53,6 +53,21 @@ from gannas_jax.search.local import advance_climb, neighbours, start_climb
 RANK_LOSSES = ("gan", "pairwise")
 
 
+@dataclasses.dataclass
+class AskStep:
+    """What one :meth:`GanNas.ask` carries between its steps (host objects and keys)."""
+
+    k_init: jax.Array  # a fresh GAN's key (reinit, or a restart after divergence)
+    k_fit: jax.Array  # the GAN steps' key; fold_in(k_fit, 1) is the ranking steps'
+    k_gen: jax.Array  # the generator's samples
+    rng: np.random.Generator  # host draws
+    seen: set  # keys of the evaluated architectures
+    n: int  # queries to ask
+    real: np.ndarray  # int32[k, V]: the real set
+    rank_archs: np.ndarray | None  # the ranking steps' architectures (None: no ranking steps)
+    rank_scores: np.ndarray | None  # their scores (pairwise), or None (negatives)
+
+
 @flax.struct.dataclass
 class GanNasState(History):
     """The search history and the GAN, which keeps training across iterations."""
@@ -139,56 +154,123 @@ class GanNas(Algorithm):
         )
 
     def ask(self, key: jax.Array, state: GanNasState) -> tuple[np.ndarray, GanNasState]:
+        warm, it = self.begin(key, state)
+        if warm is not None:
+            return warm, state
+        state = state.replace(gan=self.fit(it, state.gan))
+        pool = (
+            None if self.climb else np.asarray(generate(state.gan, it.k_gen, self.num_candidates))
+        )
+        cands, kind, state = self.candidates(it, state, pool)
+        logits = (
+            np.asarray(discriminate(state.gan, cands)) if self.needs_logits(it, cands) else None
+        )
+        return self.choose(it, state, cands, kind, logits)
+
+    # The steps of one ask, in order. Host steps and device steps alternate, so that
+    # gannas_jax.search.multiseed can run the device steps of many seeds as one program.
+
+    def begin(self, key: jax.Array, state: GanNasState):
+        """``(warm-up archs, None)`` while the random warm-up lasts, else ``(None, it)``: this
+        ask's keys, host generator, seen set, batch size and the real and ranking sets."""
         k_init, k_fit, k_gen, k_host = jax.random.split(key, 4)
-        rng = host_rng(k_host)
+        return self.begin_from_keys((k_init, k_fit, k_gen), host_rng(k_host), state)
+
+    def begin_from_keys(self, keys, rng: np.random.Generator, state: GanNasState):
+        """:meth:`begin` with the keys already split (``k_init, k_fit, k_gen``, and ``rng``
+        from ``k_host``)."""
         seen = self.seen(state)
         warm = self.warmup(rng, seen, state)
         if warm is not None:
-            return warm, state
-        n = self.batch(state)
+            return warm, None
+        return None, AskStep(*keys, rng, seen, self.batch(state), *self._ranking_sets(state))
 
+    def _ranking_sets(self, state: GanNasState):
+        """The real set, and the ranking steps' inputs: ``(archs, scores)`` for pairwise
+        updates, or the negatives for the GAN-loss ranker (None when there are none)."""
         real = self.top(state, self.top_k)
-        gan = init_gan(k_init, self.space, self.gan) if self.reinit else state.gan
+        if not self.rank_steps:
+            return real, None, None
+        archs, scores = self.evaluated(state)
+        if self.rank_loss == "pairwise":
+            finite = np.flatnonzero(np.isfinite(scores))
+            if len(finite) < 2:
+                return real, None, None
+            # the best of them, if more than fit
+            order = finite[np.argsort(-scores[finite], kind="stable")][: self.gan.real_capacity]
+            return real, archs[order], scores[order]
+        if int(state.count) <= self.top_k:
+            return real, None, None
+        # the evaluated outside the real set (the best of them, if more than fit)
+        order = np.argsort(-scores, kind="stable")[self.top_k :][: self.gan.real_capacity]
+        return real, archs[order], None
+
+    def fit(self, it: AskStep, gan: GanState) -> GanState:
+        """This iteration's GAN steps, then its ranking steps."""
+        if self.reinit:
+            gan = init_gan(it.k_init, self.space, self.gan)
         try:
-            gan, _ = fit_gan(gan, real, k_fit, self.gan_steps)
+            gan, _ = fit_gan(gan, it.real, it.k_fit, self.gan_steps)
         except FloatingPointError:
             # A long-trained GAN can still diverge; the search goes on from a fresh one (the
             # same key gives the same restart, so runs stay reproducible).
-            gan, _ = fit_gan(init_gan(k_init, self.space, self.gan), real, k_fit, self.gan_steps)
-        state = state.replace(gan=gan)
+            gan = init_gan(it.k_init, self.space, self.gan)
+            gan, _ = fit_gan(gan, it.real, it.k_fit, self.gan_steps)
+        if it.rank_archs is None:
+            return gan
+        k_rank = jax.random.fold_in(it.k_fit, 1)
+        if self.rank_loss == "pairwise":
+            return fit_pairwise(gan, it.rank_archs, it.rank_scores, k_rank, self.rank_steps)[0]
+        return fit_ranker(gan, it.real, it.rank_archs, k_rank, self.rank_steps)[0]
 
-        if self.rank_steps and self.rank_loss == "pairwise":
-            archs, scores = self.evaluated(state)
-            finite = np.flatnonzero(np.isfinite(scores))
-            if len(finite) >= 2:  # the best of them, if more than fit
-                order = finite[np.argsort(-scores[finite], kind="stable")][: self.gan.real_capacity]
-                gan, _ = fit_pairwise(
-                    gan, archs[order], scores[order], jax.random.fold_in(k_fit, 1), self.rank_steps
-                )
-                state = state.replace(gan=gan)
-        elif self.rank_steps and int(state.count) > self.top_k:
-            archs, scores = self.evaluated(state)
-            # the evaluated outside the real set (the best of them, if more than fit)
-            order = np.argsort(-scores, kind="stable")[self.top_k :][: self.gan.real_capacity]
-            gan, _ = fit_ranker(
-                gan, real, archs[order], jax.random.fold_in(k_fit, 1), self.rank_steps
-            )
-            state = state.replace(gan=gan)
+    def candidates(self, it: AskStep, state: GanNasState, pool: np.ndarray | None):
+        """``(cands, kind, state)``: the unseen candidates the discriminator ranks. ``kind`` is
+        "edits" or "restart" (climb) or "pool" (``pool``: the generator's samples)."""
+        rng, seen, n = it.rng, it.seen, it.n
         if self.climb:
-            return self._climb(rng, seen, state, n)
-        pool = [np.asarray(generate(gan, k_gen, self.num_candidates))]
+            state = start_climb(self, state)
+            cands = neighbours(self.space, state.current)
+            edits = self.take_novel(cands, set(seen), len(cands))
+            if len(edits):
+                return edits, "edits", state
+            # a local optimum: restart from the discriminator's favourite random architecture
+            pool = sample_host(self.space, rng, self.restart_pool)
+            pool = self.take_novel(pool, set(seen), len(pool))
+            if len(pool) == 0:
+                pool = self.random_novel(rng, seen, 1)
+            return pool, "restart", state
+        pool = [pool]
         if self.num_mutants:
-            parents = real[rng.integers(0, len(real), size=self.num_mutants)]
+            parents = it.real[rng.integers(0, len(it.real), size=self.num_mutants)]
             pool.append(mutate_host(self.space, rng, parents))
         pool = np.concatenate(pool)
         cands = self.take_novel(pool, set(seen), len(pool))
         if len(cands) < n:  # collapse: top up with mutants of the real set, then random
+            real = it.real
             extra = mutate_host(self.space, rng, real[rng.integers(0, len(real), size=8 * n)])
             cands = np.concatenate(
                 [cands, self.take_novel(extra, seen | set(row_keys(cands)), n - len(cands))]
             )
-        if len(cands) > n:
-            logits = np.asarray(discriminate(gan, cands))
+        return cands, "pool", state
+
+    def needs_logits(self, it: AskStep, cands: np.ndarray) -> bool:
+        """Whether :meth:`choose` ranks ``cands`` by the discriminator."""
+        return self.climb or len(cands) > it.n
+
+    def choose(self, it: AskStep, state: GanNasState, cands, kind: str, logits):
+        """This ask's queries from the candidates and their discriminator logits."""
+        rng, seen, n = it.rng, it.seen, it.n
+        if kind == "edits":
+            ranked = list(cands[np.argsort(-logits, kind="stable")])
+            picked = []
+            while ranked and len(picked) < n:
+                j = int(rng.integers(len(ranked))) if rng.random() < self.explore else 0
+                picked.append(ranked.pop(j))
+            return np.asarray(picked, np.int32), state.replace(restart=np.asarray(False))
+        if kind == "restart":
+            pick = cands[np.argsort(-logits, kind="stable")[:1]]
+            return pick, state.replace(restart=np.asarray(True))
+        if logits is not None:
             cands = cands[np.argsort(-logits, kind="stable")[:n]]
         if len(cands) < n:
             cands = np.concatenate(
@@ -197,28 +279,6 @@ class GanNas(Algorithm):
         if len(cands) != n:
             raise SearchError(f"ganas: produced {len(cands)} of {n} architectures")
         return cands, state
-
-    def _climb(self, rng, seen, state: GanNasState, n: int):
-        """The discriminator-guided climb's next queries (``climb=True``)."""
-        state = start_climb(self, state)
-        cands = neighbours(self.space, state.current)
-        edits = self.take_novel(cands, set(seen), len(cands))
-        if len(edits):
-            logits = np.asarray(discriminate(state.gan, edits))
-            ranked = list(edits[np.argsort(-logits, kind="stable")])
-            picked = []
-            while ranked and len(picked) < n:
-                j = int(rng.integers(len(ranked))) if rng.random() < self.explore else 0
-                picked.append(ranked.pop(j))
-            return np.asarray(picked, np.int32), state.replace(restart=np.asarray(False))
-        # a local optimum: restart from the discriminator's favourite random architecture
-        pool = sample_host(self.space, rng, self.restart_pool)
-        pool = self.take_novel(pool, set(seen), len(pool))
-        if len(pool) == 0:
-            pool = self.random_novel(rng, seen, 1)
-        logits = np.asarray(discriminate(state.gan, pool))
-        pick = pool[np.argsort(-logits, kind="stable")[:1]]
-        return pick, state.replace(restart=np.asarray(True))
 
     def tell(self, state: GanNasState, archs: np.ndarray, scores: np.ndarray) -> GanNasState:
         before = int(state.count)
