@@ -76,6 +76,13 @@ def markdown_table(header: list[str], rows: list[list[str]], align: list[str] | 
     return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, align, *rows])
 
 
+def torch_cuda_available() -> bool:
+    """Whether PyTorch sees a CUDA device (imports torch)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def environment() -> dict:
     """``machine`` and ``versions`` entries for a results JSON."""
     import jax
