@@ -95,6 +95,7 @@ def test_result_independent_of_batch_position(map_eval):
     np.testing.assert_array_equal(b["val"], a["val"][[2, 0]])
 
 
+@pytest.mark.accelerator
 def test_vmap_and_map_strategies_agree(map_eval, ds):
     vm = TrainingEvaluator(
         SPACE, ds, TrainConfig(**{**TINY.__dict__, "strategy": "vmap", "conv_impl": "masked"})
@@ -107,6 +108,33 @@ def test_vmap_and_map_strategies_agree(map_eval, ds):
     # accuracies are counts of argmax hits: equal unless a float tie flips one example
     np.testing.assert_allclose(b["val"], a["val"], atol=100 / 359 + 1e-6)
     np.testing.assert_allclose(b["test"], a["test"], atol=100 / 359 + 1e-6)
+
+
+@pytest.mark.accelerator
+def test_vmap_masked_search_end_to_end(map_eval, ds, tmp_path):
+    """The accelerator default (vmap over members, masked convolutions) through a whole search:
+    GanNas asks, the vmapped program trains and scores, the driver writes the history."""
+    from gannas_jax.search import run_search
+    from gannas_jax.search.ganas import GanNas
+    from tests.test_ganas import SMALL_GAN
+
+    cfg = TrainConfig(**{**TINY.__dict__, "strategy": "vmap", "conv_impl": "masked"})
+    vm = TrainingEvaluator(SPACE, ds, cfg)
+    algo = GanNas(SPACE, batch_size=4, num_init=4, top_k=2, gan_steps=5, num_candidates=16,
+                  gan=SMALL_GAN)  # fmt: skip
+    res = run_search(algo, vm, 8, tmp_path / "run", 0, progress=False)
+    assert res.num_queries == 8 and len({r.tobytes() for r in res.archs}) == 8
+    assert np.all((res.scores >= 0) & (res.scores <= 100)) and np.isfinite(res.tests).all()
+    assert len((tmp_path / "run" / "history.jsonl").read_text().splitlines()) == 8
+    # both batches (the random warm-up, then the GAN's) ran one compiled program
+    assert vm.trace_count == 1 and vm.compile_count == 1
+    # the scores are the children's: the CPU default's training of the GAN's batch agrees
+    # (accuracies are argmax hits, so a float tie may flip one example)
+    key = jax.random.key(3)
+    np.testing.assert_allclose(
+        vm.train(res.archs[4:], key)["val"], map_eval.train(res.archs[4:], key)["val"],
+        atol=100 / 359 + 1e-6,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("conv_impl", ["masked"])

@@ -61,6 +61,7 @@ def test_map_asks_what_run_search_asks(name):
     assert len({g.archs.tobytes() for g in got}) == len(SEEDS)
 
 
+@pytest.mark.accelerator
 def test_vmap_runs_every_seed():
     """vmap over seeds (the accelerator default): each seed's warm-up is its own run_search's,
     and every seed spends its budget on unique canonical architectures that climb."""

@@ -22,6 +22,8 @@ from gannas_jax import SequentialSpace, parallel
 from gannas_jax.child import make_child
 from gannas_jax.train import ChildState, SlotSparse, fit, init_state
 
+pytestmark = pytest.mark.accelerator  # the paths GPUs and TPUs take (scripts/gpu_check.sh)
+
 SCRIPT = textwrap.dedent(
     """
     import json
