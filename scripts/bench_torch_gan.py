@@ -1,8 +1,10 @@
-"""Adversarial training steps/s: gannas_jax's compiled ``fit_gan`` against the PyTorch original.
+"""Adversarial training steps/s: gannas_jax's compiled ``fit_gan`` against PyTorch: the original
+loop and the fastest versions of it a PyTorch expert would write.
 
 Usage:
   python scripts/bench_torch.py gan [--spaces nb201,sequential] [--steps 1000] [--repeats 7]
-                                    [--out F.json]
+                                    [--variants original,eager,compile,compile-max-autotune]
+                                    [--device cpu|cuda] [--out F.json]
 
 Both sides run the original sketch's algorithm: generator ``z (100) -> 256 (ReLU) -> N
 (sigmoid)``, discriminator ``N -> 256 (LeakyReLU 0.2) -> 1 (sigmoid)``, BCE (non-saturating),
@@ -10,24 +12,43 @@ Adam 2e-4 (betas 0.5, 0.999), batch 64, per step one discriminator then one gene
 real batches drawn uniformly from a fixed real set; JAX without spectral norm or entropy bonus,
 generating through straight-through Gumbel-softmax. N is the space's compact one-hot size, the
 one ``fit_gan`` trains on (``gannas_jax.gan.encoding``). Where the dense ``V * Cmax`` encoding is
-larger (``SequentialSpace``: 154 against 92, the extra entries structural zeros), PyTorch is also
-timed at that size, for reference only: the same function with dead weights.
+larger (``SequentialSpace``: 154 against 92, the extra entries structural zeros), the original
+PyTorch loop is also timed at that size, for reference only: the same function with dead weights.
+
+The PyTorch variants (``torch_gan_variants``, whose docstring says what each changes and what
+was tried for ``torch.compile``): ``original`` (the faithful port), ``eager`` (tuned eager),
+``compile`` (the whole step as one graph) and ``compile-max-autotune``; ``eager-foreach`` on
+request; with ``--device cuda`` also ``compile-cudagraphs`` (``mode="reduce-overhead"``). A
+variant that fails (e.g. ``torch.compile`` raising) gets a row saying why. The headline ratio is
+JAX over the fastest variant.
 
 All sides run in one process, timed with ``time.perf_counter`` (JAX after
-``block_until_ready``, compile excluded and reported apart), in interleaved repeats that rotate
-which side goes first; medians are reported. PyTorch is timed with its default thread count and
-with one thread and the faster is the baseline: on a loaded machine its OpenMP barriers make the
-default far slower.
+``block_until_ready``, PyTorch on CUDA after ``torch.cuda.synchronize``), in interleaved repeats
+that rotate which side goes first; medians are reported. Compile times (JAX's, each compiled
+variant's first call) are excluded and reported apart; inductor compiles into a fresh cache
+directory unless ``TORCHINDUCTOR_CACHE_DIR`` is set, so its compile times are cold, like JAX's.
+On CPU every PyTorch variant is timed with its default thread count and with one thread and the
+faster counts (on a loaded machine OpenMP barriers make the default far slower); a compiled
+variant is compiled once per thread count (its C++ kernels are specialized on it). On CUDA only
+the default thread count is timed. JAX runs on its default backend (printed).
+
+Sanity check: from the same initial weights, and for ``eager`` and ``compile`` the same noise,
+each variant's losses after the warm-up steps are printed; the compiled ones are checked
+loosely against ``eager``'s (they do the same math; chaos and rounding aside they agree).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 import bench_common as bc
+import torch_gan_variants as tv
+from torch_gan_variants import TorchGan  # noqa: F401  (the original loop, re-exported)
 
 SPACES = ("nb201", "sequential")
 
@@ -36,57 +57,6 @@ def _make_space(name):
     from gannas_jax import NB201Space, SequentialSpace
 
     return NB201Space() if name == "nb201" else SequentialSpace()
-
-
-# --- PyTorch: the original loop ---
-
-
-class TorchGan:
-    """The original PyTorch GAN loop, ported faithfully (sizes as in the module docstring)."""
-
-    def __init__(self, real_onehot, z_dim=100, hidden=256, batch_size=64, lr=2e-4, seed=0):
-        import torch
-        from torch import nn
-
-        torch.manual_seed(seed)
-        self.torch = torch
-        out = real_onehot.shape[1]
-        self.generator = nn.Sequential(
-            nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, out), nn.Sigmoid()
-        )
-        self.discriminator = nn.Sequential(
-            nn.Linear(out, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1), nn.Sigmoid()
-        )
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
-        self.criterion = nn.BCELoss()
-        self.real = torch.tensor(real_onehot.tolist(), dtype=torch.float32)
-        self.z_dim, self.batch_size = z_dim, batch_size
-        self.ones = torch.ones(batch_size, 1)
-        self.zeros = torch.zeros(batch_size, 1)
-
-    def step(self):
-        torch, b = self.torch, self.batch_size
-        real = self.real[torch.randint(0, self.real.shape[0], (b,))]
-        fake = self.generator(torch.randn(b, self.z_dim))
-        # Discriminator: real -> 1, detached fake -> 0.
-        self.opt_d.zero_grad()
-        d_loss = self.criterion(self.discriminator(real), self.ones) + self.criterion(
-            self.discriminator(fake.detach()), self.zeros
-        )
-        d_loss.backward()
-        self.opt_d.step()
-        # Generator: fool the updated discriminator.
-        self.opt_g.zero_grad()
-        g_loss = self.criterion(self.discriminator(fake), self.ones)
-        g_loss.backward()
-        self.opt_g.step()
-        return d_loss, g_loss
-
-    def run(self, num_steps):
-        for _ in range(num_steps):
-            d_loss, g_loss = self.step()
-        return float(d_loss.detach()), float(g_loss.detach())
 
 
 # --- JAX ---
@@ -142,9 +112,11 @@ def _macs_per_step(onehot_size, z_dim=100, hidden=256, batch=64):
     return g_total + d_total
 
 
-def _timed(fn, num_steps):
+def _timed(fn, num_steps, sync):
+    sync()
     t0, c0 = time.perf_counter(), time.process_time()
     fn(num_steps)
+    sync()
     wall = time.perf_counter() - t0
     return wall, (time.process_time() - c0) / wall
 
@@ -160,83 +132,106 @@ def bench_space(name, args):
     real = np.asarray(space.sample(jax.random.key(args.seed), args.num_real))
     onehot = np.asarray(encoding(space).onehot(real))
     dense = np.asarray(space.onehot(real)).reshape(len(real), -1)
-    torch_gan = TorchGan(onehot, seed=args.seed)
-    torch_dense = TorchGan(dense, seed=args.seed) if dense.shape[1] != onehot.shape[1] else None
     jax_gan = JaxGan(space, real, seed=args.seed)
 
     t0 = time.perf_counter()
     jax_gan.run(args.steps)  # compiles
     first_call = time.perf_counter() - t0
     jax_gan.run(args.steps)
-    torch_gan.run(args.warmup_steps)
-    if torch_dense is not None:
-        torch_dense.run(args.warmup_steps)
 
     # Its default thread count and one thread (the module docstring says why).
     default_threads = torch.get_num_threads()
-    thread_counts = (
-        sorted({default_threads, 1}, reverse=True) if args.threads == 0 else [args.threads]
-    )
+    if args.threads:
+        thread_counts = [args.threads]
+    elif args.device == "cuda":
+        thread_counts = [default_threads]
+    else:
+        thread_counts = sorted({default_threads, 1}, reverse=True)
+    sides, info = tv.warm_all(args, onehot, dense, thread_counts)
 
-    def run_torch(gan, threads):
-        def go(num_steps):
-            torch.set_num_threads(threads)
-            gan.run(num_steps)
+    def sync():
+        if args.device == "cuda":
+            torch.cuda.synchronize()
 
-        return go
-
-    sides = [("jax", jax_gan.run)] + [
-        (f"torch_{t}t", run_torch(torch_gan, t)) for t in thread_counts
-    ]
-    if torch_dense is not None:
-        sides += [(f"torchdense_{t}t", run_torch(torch_dense, t)) for t in thread_counts]
-    walls = {side: [] for side, _ in sides}
-    cpus = {side: [] for side, _ in sides}
+    keys = ["jax", *sides]
+    runs = {"jax": jax_gan.run, **{k: fn for k, (fn, _) in sides.items()}}
+    walls = {k: [] for k in keys}
+    cpus = {k: [] for k in keys}
     loads = []
     for r in range(args.repeats):
         loads.append(bc.load())
-        shift = r % len(sides)  # rotate which side goes first
-        for side, fn in sides[shift:] + sides[:shift]:
-            wall, cpu = _timed(fn, args.steps)
-            walls[side].append(wall)
-            cpus[side].append(cpu)
+        shift = r % len(keys)  # rotate which side goes first
+        for k in keys[shift:] + keys[:shift]:
+            if k not in walls:
+                continue
+            try:
+                wall, cpu = _timed(runs[k], args.steps, sync)
+            except Exception as exc:  # drop the side, keep the bench going
+                info[sides[k][1]]["error"] = tv.one_line(exc)
+                bc.log(f"  {k} failed while timed: {info[sides[k][1]]['error']}")
+                del walls[k], cpus[k]
+                continue
+            walls[k].append(wall)
+            cpus[k].append(cpu)
         bc.log(
             f"  {name} repeat {r}: "
-            + ", ".join(f"{side} {args.steps / walls[side][-1]:8.1f} steps/s" for side, _ in sides)
-            + f", load {loads[-1]:.2f}"
+            + ", ".join(f"{k} {args.steps / w[-1]:.0f}" for k, w in walls.items())
+            + f" steps/s, load {loads[-1]:.2f}"
         )
     torch.set_num_threads(default_threads)
-    sps = {side: args.steps / statistics.median(w) for side, w in walls.items()}
-    torch_sides = [side for side, _ in sides if side.startswith("torch_")]
-    dense_sides = [side for side, _ in sides if side.startswith("torchdense_")]
-    best_torch = max(torch_sides, key=sps.get)
-    best_walls = [min(ws) for ws in zip(*(walls[t] for t in torch_sides), strict=True)]
-    paired = bc.paired_ratios(best_walls, walls["jax"])
-    macs = _macs_per_step(onehot.shape[1])  # what both baseline sides compute
+    sps = {k: args.steps / statistics.median(w) for k, w in walls.items()}
+    jax_sps = sps["jax"]
+    variants = {}
+    for v, rec in info.items():
+        by_threads = {k.split("/")[1]: sps[k] for k in walls if k != "jax" and sides[k][1] == v}
+        best = max(by_threads, key=by_threads.get) if by_threads else None
+        variants[v] = dict(
+            rec,
+            steps_per_s_by_threads=by_threads,
+            threads=best,
+            steps_per_s=by_threads.get(best),
+            ratio=jax_sps / by_threads[best] if best else None,
+        )
+    timed = {v: r for v, r in variants.items() if r["steps_per_s"] and v != "original-dense"}
+    if not timed:
+        raise SystemExit(
+            f"{name}: no PyTorch variant ran ({ {v: r['error'] for v, r in info.items()} })"
+        )
+    fastest = max(timed, key=lambda v: timed[v]["steps_per_s"])
+    fast_keys = [k for k in walls if k != "jax" and sides[k][1] == fastest]
+    best_walls = [min(ws) for ws in zip(*(walls[k] for k in fast_keys), strict=True)]
+    macs = _macs_per_step(onehot.shape[1])  # what every side computes
+    dense_rec = variants.get("original-dense") or {}
+    original = variants.get("original") or {}
     return {
         "space": name,
         "onehot_size": int(onehot.shape[1]),
         "steps_per_call": args.steps,
-        "jax_steps_per_s": sps["jax"],
-        "torch_steps_per_s": sps[best_torch],
-        "torch_baseline": best_torch,
-        "torch_steps_per_s_by_threads": {side: sps[side] for side in torch_sides},
-        "ratio": sps["jax"] / sps[best_torch],
+        "torch_device": args.device,
+        "jax_backend": jax.default_backend(),
+        "jax_steps_per_s": jax_sps,
+        "torch_steps_per_s": timed[fastest]["steps_per_s"],
+        "torch_baseline": f"{fastest}/{timed[fastest]['threads']}",
+        "ratio": timed[fastest]["ratio"],
+        "paired_ratio_median": statistics.median(bc.paired_ratios(best_walls, walls["jax"])),
+        "ratio_vs_original": original.get("ratio"),
+        "variants": variants,
         "dense_onehot_size": int(dense.shape[1]),
-        "torch_dense_steps_per_s": max((sps[side] for side in dense_sides), default=None),
-        "ratio_vs_dense": sps["jax"] / max(sps[side] for side in dense_sides)
-        if dense_sides
-        else None,
-        "paired_ratio_median": statistics.median(paired),
+        "torch_dense_steps_per_s": dense_rec.get("steps_per_s"),
+        "ratio_vs_dense": dense_rec.get("ratio"),
         "jax_compile_s": max(first_call - statistics.median(walls["jax"]), 0.0),
         "jax_first_call_s": first_call,
         "wall_s": walls,
         "cpu_per_wall": cpus,
         "loadavg_1min": loads,
         "dense_macs_per_step": macs,
-        "jax_gflops": 2 * macs * sps["jax"] / 1e9,
-        "torch_gflops": 2 * macs * sps[best_torch] / 1e9,
+        "jax_gflops": 2 * macs * jax_sps / 1e9,
+        "torch_gflops": 2 * macs * timed[fastest]["steps_per_s"] / 1e9,
     }
+
+
+def _fmt(x, spec):
+    return "-" if x is None else format(x, spec)
 
 
 def markdown(results):
@@ -244,40 +239,88 @@ def markdown(results):
         "space",
         "one-hot size",
         "JAX steps/s",
-        "PyTorch steps/s (threads)",
-        "PyTorch, each thread count",
-        "ratio (medians)",
+        "fastest PyTorch (threads)",
+        "its steps/s",
+        "JAX / fastest",
         "paired ratio",
-        "PyTorch at dense size (ratio)",
+        "JAX / original",
         "JAX compile (s)",
-        "JAX GFLOP/s",
         "load (1-min avg)",
     ]
-    rows = []
+    rows = [
+        [
+            r["space"],
+            str(r["onehot_size"]),
+            f"{r['jax_steps_per_s']:.0f}",
+            r["torch_baseline"],
+            f"{r['torch_steps_per_s']:.0f}",
+            f"{r['ratio']:.2f}",
+            f"{r['paired_ratio_median']:.2f}",
+            _fmt(r["ratio_vs_original"], ".2f"),
+            f"{r['jax_compile_s']:.1f}",
+            bc.load_range(r["loadavg_1min"]),
+        ]
+        for r in results
+    ]
+    out = [bc.markdown_table(header, rows)]
+    header = [
+        "side",
+        "threads",
+        "steps/s",
+        "each thread count",
+        "JAX / side",
+        "compile (s)",
+        "losses after warm-up (d, g)",
+        "setup",
+    ]
     for r in results:
-        by_threads = r["torch_steps_per_s_by_threads"].items()
-        dense = "-"
-        if r["torch_dense_steps_per_s"]:
-            dense = (
-                f"{r['dense_onehot_size']}: {r['torch_dense_steps_per_s']:.0f} "
-                f"({r['ratio_vs_dense']:.2f})"
-            )
-        rows.append(
+        rows = [
             [
-                r["space"],
-                str(r["onehot_size"]),
+                "JAX `fit_gan`",
+                "-",
                 f"{r['jax_steps_per_s']:.0f}",
-                f"{r['torch_steps_per_s']:.0f} ({r['torch_baseline'].split('_')[1]})",
-                ", ".join(f"{k.split('_')[1]}: {v:.0f}" for k, v in by_threads),
-                f"{r['ratio']:.2f}",
-                f"{r['paired_ratio_median']:.2f}",
-                dense,
+                "-",
+                "1.00",
                 f"{r['jax_compile_s']:.1f}",
-                f"{r['jax_gflops']:.1f}",
-                bc.load_range(r["loadavg_1min"]),
+                "-",
+                f"XLA on {r['jax_backend']}",
             ]
-        )
-    return bc.markdown_table(header, rows)
+        ]
+        for v, rec in r["variants"].items():
+            label = (
+                v if v != "original-dense" else f"original at dense size {r['dense_onehot_size']}"
+            )
+            losses = next(iter(rec["losses_after_warmup"].values()), None)
+            if rec["steps_per_s"] is None:
+                rows.append([label, "-", "failed", "-", "-", "-", "-", rec["error"] or "-"])
+                continue
+            compile_s = rec["compile_s"].get(rec["threads"])
+            rows.append(
+                [
+                    label,
+                    rec["threads"][:-1],
+                    f"{rec['steps_per_s']:.0f}",
+                    ", ".join(
+                        f"{k[:-1]}: {x:.0f}" for k, x in rec["steps_per_s_by_threads"].items()
+                    ),
+                    f"{rec['ratio']:.2f}",
+                    _fmt(compile_s, ".1f"),
+                    "-" if losses is None else f"{losses[0]:.3f}, {losses[1]:.3f}",
+                    rec["setup"]
+                    + (
+                        f"; loss check vs eager: {rec['loss_check_vs_eager']}"
+                        if "loss_check_vs_eager" in rec
+                        else ""
+                    ),
+                ]
+            )
+        out += [
+            "",
+            f"`{r['space']}`: PyTorch on {r['torch_device']}, JAX on {r['jax_backend']}",
+            "",
+            bc.markdown_table(header, rows),
+        ]
+    return "\n".join(out)
 
 
 def main(argv: list[str]) -> int:
@@ -294,24 +337,63 @@ def main(argv: list[str]) -> int:
         "--threads",
         type=int,
         default=0,
-        help="PyTorch threads (0: time both its default and 1 thread; the faster is the baseline)",
+        help="PyTorch threads (0: time both its default and 1 thread; the faster counts)",
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="PyTorch's device")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help=f"comma-separated PyTorch variants, from {tv.VARIANTS} (default: "
+        f"{','.join(tv.DEFAULT_VARIANTS)}, plus {','.join(tv.CUDA_VARIANTS)} on cuda)",
     )
     args = parser.parse_args(argv)
-    bc.require_positive(parser, args, "steps", "repeats")
+    bc.require_positive(parser, args, "steps", "repeats", "warmup-steps")
     spaces = [s.strip() for s in args.spaces.split(",") if s.strip()]
     unknown = [s for s in spaces if s not in SPACES]
     if unknown or not spaces:
         parser.error(f"unknown spaces {unknown}; choose from {SPACES}")
+    default = tv.DEFAULT_VARIANTS + (tv.CUDA_VARIANTS if args.device == "cuda" else ())
+    args.variants = [
+        v.strip() for v in (args.variants or ",".join(default)).split(",") if v.strip()
+    ]
+    unknown = [v for v in args.variants if v not in tv.VARIANTS]
+    if unknown or not args.variants:
+        parser.error(f"unknown variants {unknown}; choose from {tv.VARIANTS}")
+    if args.device == "cpu" and set(args.variants) & set(tv.CUDA_VARIANTS):
+        parser.error(f"{tv.CUDA_VARIANTS} need --device cuda")
+    if set(args.variants) & set(tv.COMPILE_MODES) and (
+        args.steps % tv.UNROLL or args.warmup_steps % tv.UNROLL
+    ):
+        parser.error(
+            f"compiled variants run {tv.UNROLL} steps per call: --steps and "
+            f"--warmup-steps must be multiples of {tv.UNROLL}"
+        )
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(
+            "bench_torch.py gan: --device cuda but torch.cuda.is_available() is False",
+            file=sys.stderr,
+        )
+        return 2
+    cache = None
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:  # cold compiles, as JAX's
+        cache = os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor_")
 
     bc.log(f"load average before: {os.getloadavg()}")
-    results = [bench_space(s, args) for s in spaces]
+    try:
+        results = [bench_space(s, args) for s in spaces]
+    finally:
+        if cache:
+            shutil.rmtree(cache, ignore_errors=True)
     print(markdown(results))
     print()
     print(
-        f"Medians of {args.repeats} interleaved repeats of {args.steps} steps; JAX compile "
-        f"excluded. {os.cpu_count()} CPUs; PyTorch baseline = the faster of its thread counts; "
-        f"load average after {tuple(round(x, 2) for x in os.getloadavg())}. GFLOP/s counts the "
-        "dense MLP multiply-adds only."
+        f"Medians of {args.repeats} interleaved repeats of {args.steps} steps; compile excluded. "
+        f"{os.cpu_count()} CPUs; PyTorch {torch.__version__} on {args.device}; each variant at "
+        f"its faster thread count; load average after "
+        f"{tuple(round(x, 2) for x in os.getloadavg())}. Ratios are JAX steps/s over the "
+        "side's; the headline is over the fastest PyTorch variant."
     )
     bc.write_json(args.out, {"results": results, **bc.environment(), "args": vars(args)}, indent=2)
     return 0
