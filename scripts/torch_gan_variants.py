@@ -85,6 +85,16 @@ def _sync(torch, device):
         torch.cuda.synchronize()
 
 
+def _networks(nn, z_dim, hidden, n, device, d_sigmoid):
+    """The sketch's generator ``z -> hidden (ReLU) -> n (sigmoid)`` and discriminator
+    ``n -> hidden (LeakyReLU 0.2) -> 1`` (with a final sigmoid if ``d_sigmoid``), in the order
+    ``torch.manual_seed`` draws their weights."""
+    gen = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, n), nn.Sigmoid())
+    disc = [nn.Linear(n, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1)]
+    disc = nn.Sequential(*disc, *([nn.Sigmoid()] if d_sigmoid else []))
+    return gen.to(device), disc.to(device)
+
+
 class TorchGan:
     """The original PyTorch GAN loop, ported faithfully (sizes as in the module docstring)."""
 
@@ -96,13 +106,9 @@ class TorchGan:
 
         torch.manual_seed(seed)
         self.torch, self.device = torch, device
-        out = real_onehot.shape[1]
-        self.generator = nn.Sequential(
-            nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, out), nn.Sigmoid()
-        ).to(device)
-        self.discriminator = nn.Sequential(
-            nn.Linear(out, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1), nn.Sigmoid()
-        ).to(device)
+        self.generator, self.discriminator = _networks(
+            nn, z_dim, hidden, real_onehot.shape[1], device, d_sigmoid=True
+        )
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
         self.criterion = nn.BCELoss()
@@ -146,14 +152,10 @@ class _Blocks:
 
         torch.manual_seed(seed)
         self.torch, self.device = torch, device
-        n = real_onehot.shape[1]
-        self.generator = nn.Sequential(
-            nn.Linear(Z_DIM, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, n), nn.Sigmoid()
-        ).to(device)
         # Logits: the sigmoid is in the loss.
-        self.discriminator = nn.Sequential(
-            nn.Linear(n, HIDDEN), nn.LeakyReLU(0.2), nn.Linear(HIDDEN, 1)
-        ).to(device)
+        self.generator, self.discriminator = _networks(
+            nn, Z_DIM, HIDDEN, real_onehot.shape[1], device, d_sigmoid=False
+        )
         self.real = torch.tensor(real_onehot.tolist(), dtype=torch.float32, device=device)
         self.rng = torch.Generator(device=device).manual_seed(seed)
         self.t, self.i = 0, BLOCK
