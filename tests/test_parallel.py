@@ -65,18 +65,19 @@ SCRIPT = textwrap.dedent(
         "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_3x3~0|avg_pool_3x3~1|none~2|"))
     nb_state = jax.jit(lambda k: init_state(nb_child, tx, k, nb_arch))(jax.random.key(0))
     nb_ref, nb_ref_loss = jax.jit(lambda s: fit(nb_child, tx, s, nb_arch, x, y))(nb_state)
-    for runner in ("shard_map", "pmap"):
-        for n in (2, 4):
-            st, loss = parallel.fit_data_parallel(
-                nb_child, tx, nb_state, nb_arch, x, y, runner=runner,
-                devices=jax.local_devices()[:n])
-            out[f"nb201_{runner}_{n}"] = {
-                "loss": float(np.max(np.abs(np.asarray(loss) - np.asarray(nb_ref_loss)))),
-                "params": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                              for a, b in zip(jax.tree.leaves((st.params, st.batch_stats)),
-                                              jax.tree.leaves((nb_ref.params, nb_ref.batch_stats)),
-                                              strict=True)),
-            }
+    # Each NB201 data-parallel program compiles in ~17 s here: shard_map on 2 and 4 devices,
+    # pmap (the same per-device step) on 4.
+    for runner, n in (("shard_map", 2), ("shard_map", 4), ("pmap", 4)):
+        st, loss = parallel.fit_data_parallel(
+            nb_child, tx, nb_state, nb_arch, x, y, runner=runner,
+            devices=jax.local_devices()[:n])
+        out[f"nb201_{runner}_{n}"] = {
+            "loss": float(np.max(np.abs(np.asarray(loss) - np.asarray(nb_ref_loss)))),
+            "params": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                          for a, b in zip(jax.tree.leaves((st.params, st.batch_stats)),
+                                          jax.tree.leaves((nb_ref.params, nb_ref.batch_stats)),
+                                          strict=True)),
+        }
     cfg = TrainConfig(steps=4, batch_size=8, population=4, learning_rate=1e-2)
     archs = np.asarray(space.sample(jax.random.key(1), 4))
     pop = TrainingEvaluator(space, ds, cfg)
@@ -140,8 +141,7 @@ def test_data_parallel_matches_single_device(multi_device, runner):
     assert multi_device[runner]["params"] < 1e-5
 
 
-@pytest.mark.parametrize("devices", [2, 4])
-@pytest.mark.parametrize("runner", ["shard_map", "pmap"])
+@pytest.mark.parametrize("runner, devices", [("shard_map", 2), ("shard_map", 4), ("pmap", 4)])
 def test_batchnorm_data_parallel_matches_single_device(multi_device, runner, devices):
     """An NB201 child (BatchNorm): the statistics are synchronised over the data axis, so
     parameters and running statistics equal single-device fit's (they differed by 0.2-0.3
