@@ -90,34 +90,58 @@ def fit_data_parallel(
 
 
 def population_parallel(
-    fn: Callable, n_devices: int | None = None, devices: list | None = None
+    fn: Callable,
+    n_devices: int | None = None,
+    devices: list | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    replicated: int = 0,
 ) -> Callable:
     """Spreads a population function over devices along the leading axis of every argument.
 
     ``fn(*args)`` maps arrays with a leading population axis ``P`` to outputs with the same leading
     axis. The result runs ``fn`` on ``P / n`` members per device through ``jax.shard_map``, with
     no communication (each device trains its own children). Arguments without a population axis
-    must be closed over by ``fn``.
+    are either closed over by ``fn`` or are its last ``replicated`` arguments, which every device
+    gets whole.
 
     Args:
       fn: the population function.
       n_devices: number of devices (default: all of ``devices``).
       devices: devices (default: local devices).
+      mesh: instead of ``devices``, a 1-D mesh with the axis ``'pop'`` whose arguments already
+        are global arrays sharded over it (a multi-process run's global mesh).
+      replicated: how many trailing arguments have no population axis.
 
     Returns:
       The sharded function (not jitted; jit it at the boundary).
     """
+
+    def specs(n_args):
+        return (P(POP_AXIS),) * (n_args - replicated) + (P(),) * replicated
+
+    if mesh is not None:
+
+        def on_mesh(*args):
+            return jax.shard_map(
+                fn, mesh=mesh, in_specs=specs(len(args)), out_specs=P(POP_AXIS), check_vma=False
+            )(*args)
+
+        return on_mesh
     devices = list(devices or jax.local_devices())
     if n_devices is not None:
         devices = devices[:n_devices]
     mesh = jax.make_mesh((len(devices),), (POP_AXIS,), devices=devices)
-    sharded = jax.shard_map(
-        fn, mesh=mesh, in_specs=P(POP_AXIS), out_specs=P(POP_AXIS), check_vma=False
-    )
-    sharding = NamedSharding(mesh, P(POP_AXIS))
 
     def run(*args):
-        return sharded(*jax.tree.map(lambda a: jax.reshard(a, sharding), args))
+        in_specs = specs(len(args))
+        sharded = jax.shard_map(
+            fn, mesh=mesh, in_specs=in_specs, out_specs=P(POP_AXIS), check_vma=False
+        )
+        put = [
+            jax.tree.map(lambda a, sp=sp: jax.reshard(a, NamedSharding(mesh, sp)), a)
+            for a, sp in zip(args, in_specs, strict=True)
+        ]
+        return sharded(*put)
 
     return run
 

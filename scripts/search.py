@@ -5,6 +5,12 @@ Usage:
   python scripts/search.py --config configs/nb201.py --workdir runs/nb201 \
       --config.dataset=cifar10 --config.algorithm=ganas --config.budget=150 --config.seed=0
 
+Several processes (one per host, or several on one host) run one search together on
+jax.distributed: give each the same command plus --coordinator=HOST:PORT --num_processes=N
+--process_id=I (process 0 serves at HOST:PORT), or start them with srun / mpirun / on a Cloud
+TPU slice, where the settings are detected. Only process 0 writes the workdir, which every process
+must see (a shared filesystem).
+
 Rerunning the same command on the same workdir resumes a killed run. Mistakes (an unknown
 algorithm or dataset, a missing benchmark folder, a bad budget, a workdir of another run, corrupt
 files) are reported in one line with exit code 2; set GANNAS_DEBUG=1 for the traceback.
@@ -25,6 +31,14 @@ _XLA_CACHE = flags.DEFINE_string(
     "Folder of the persistent XLA compilation cache (a rerun or a resumed run skips "
     "compiling); default $GANNAS_XLA_CACHE or ~/.cache/gannas_jax/xla; '' disables it.",
 )
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator", None, "Multi-process run: HOST:PORT of process 0 (jax.distributed)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process run: process count.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process run: this process's index.")
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    "init_timeout_s", 120, "Multi-process run: seconds to wait for every process to connect."
+)
 
 
 def fail(msg: str) -> int:
@@ -43,7 +57,9 @@ def main(argv: list[str]) -> int:
         return fail("--workdir is required")
     config = _CONFIG.value
 
-    from gannas_jax import use_compilation_cache, use_cpu_cores
+    import jax
+
+    from gannas_jax import distributed, use_compilation_cache, use_cpu_cores
     from gannas_jax.data import DatasetUnavailableError
     from gannas_jax.search import run_search
     from gannas_jax.search.factory import build
@@ -51,6 +67,13 @@ def main(argv: list[str]) -> int:
     try:
         # One XLA CPU device per core: child populations train on every core (no effect on GPU/TPU).
         use_cpu_cores()
+        # Before JAX computes anything; a single process skips it.
+        distributed.initialize(
+            _COORDINATOR.value,
+            _NUM_PROCESSES.value,
+            _PROCESS_ID.value,
+            init_timeout_s=_INIT_TIMEOUT.value,
+        )
         use_compilation_cache(_XLA_CACHE.value)
         algorithm, evaluator = build(config)
         result = run_search(
@@ -61,10 +84,23 @@ def main(argv: list[str]) -> int:
             config.seed,
             config=config.to_dict(),
         )
-    except (ValueError, DatasetUnavailableError) as err:
-        if os.environ.get("GANNAS_DEBUG"):
+    except Exception as err:
+        # A peer's death surfaces as a failed collective (or the watchdog ends the process first):
+        # name the peer, and exit at once rather than wait at the shutdown barrier for it.
+        lost = distributed.lost_processes(wait_s=distributed.LOSS_SEEN_WITHIN_S)
+        if lost:
+            print(
+                f"search.py: error: {distributed.lost_message(lost)}", file=sys.stderr, flush=True
+            )
+            os._exit(1)
+        if os.environ.get("GANNAS_DEBUG") or not isinstance(
+            err, (ValueError, DatasetUnavailableError)
+        ):
             raise
         return fail(" ".join(str(err).split()))
+    if not distributed.is_primary():
+        print(f"process {jax.process_index()}: done; process 0 wrote the results")
+        return 0
     space = evaluator.space
     print(f"best architecture: {result.best_arch}")
     print(f"  validation accuracy {result.best_score:.2f}%   test accuracy {result.best_test:.2f}%")

@@ -4,7 +4,9 @@
 runs one jitted program over it (:func:`gannas_jax.train.train_population`): init, a ``lax.scan``
 over optimizer steps, and validation and test accuracy. Shapes never depend on the
 architectures, so every batch reuses the same compiled program. With several devices the
-population is spread over them (:func:`gannas_jax.parallel.population_parallel`).
+population is spread over them (:func:`gannas_jax.parallel.population_parallel`); in a
+multi-process run (:mod:`gannas_jax.distributed`) over every process's devices, each process
+feeding and training only its own share, and the scores gathered back to all of them.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import time
 import jax
 import numpy as np
 
+from gannas_jax import distributed
 from gannas_jax.child import arch_seed, make_child
 from gannas_jax.data import Dataset, batch_indices, load_dataset
 from gannas_jax.evaluate.base import EvalResult
-from gannas_jax.parallel import population_parallel
+from gannas_jax.parallel import POP_AXIS, population_parallel
 from gannas_jax.spaces import SequentialSpace, Space
 from gannas_jax.spaces.sequential import CONV
 from gannas_jax.train import TrainConfig, TrainData, narrow_child, train_population
@@ -100,6 +103,17 @@ class TrainingEvaluator:
         self._data = train_data(ds, cfg)
         self.batch_idx = np.asarray(self._data.idx)
         self.n_devices = self._pick_devices()
+        self._mesh = None
+        if jax.process_count() > 1:
+            # The population axis spans every process's devices; the program's inputs are global
+            # arrays, each process placing only its devices' shards.
+            self._mesh = jax.make_mesh(
+                (self.n_devices,),
+                (POP_AXIS,),
+                devices=jax.devices(),
+                axis_types=(jax.sharding.AxisType.Auto,),
+            )
+            self._data = self._globalize(self._data, jax.sharding.PartitionSpec())
         self._cache: dict[tuple[int, ...], tuple[float, float, dict]] = {}
         self.trace_count = 0  # how many times the training program was traced (compile guard)
         self.compile_count = 0  # how many times it was compiled
@@ -111,6 +125,14 @@ class TrainingEvaluator:
 
     def _pick_devices(self) -> int:
         cfg = self.config
+        if jax.process_count() > 1:
+            n = jax.device_count()
+            if cfg.population % n:
+                raise ValueError(
+                    f"train.population {cfg.population} is not divisible by the {n} devices of "
+                    f"this {jax.process_count()}-process run; use a multiple of {n}"
+                )
+            return n
         if cfg.devices == 1:
             return 1
         n = min(
@@ -120,6 +142,17 @@ class TrainingEvaluator:
             n -= 1
         return max(n, 1)
 
+    def _globalize(self, tree, spec):
+        """``tree``'s arrays (each process holds all of them) as global arrays on the mesh,
+        sharded by ``spec``: every process transfers only its own devices' slices."""
+        sharding = jax.sharding.NamedSharding(self._mesh, spec)
+
+        def put(a):
+            a = np.asarray(a)
+            return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+        return jax.tree.map(put, tree)
+
     def _population(self, key, seeds, archs, data):
         self.trace_count += 1  # a Python side effect: runs once per trace
         # train() canonicalizes on the host, so the program need not do it at every step
@@ -128,6 +161,14 @@ class TrainingEvaluator:
         def pop(keys, archs):
             return train_population(child, self.config, keys, archs, data)
 
+        if self._mesh is not None:
+            # The data is an argument, replicated: a closed-over global array is not allowed.
+            def pop_data(keys, archs, data):
+                return train_population(child, self.config, keys, archs, data)
+
+            key = jax.random.wrap_key_data(key, impl=self._key_impl)
+            run = population_parallel(pop_data, mesh=self._mesh, replicated=1)
+            return run(_fold_keys(key, seeds), archs, data)
         if self.n_devices > 1:
             pop = population_parallel(pop, self.n_devices)
         return pop(_fold_keys(key, seeds), archs)
@@ -178,6 +219,14 @@ class TrainingEvaluator:
         padded = padded[order]
         t0 = time.perf_counter()
         args = (key, _seeds(padded), padded, self._data)
+        if self._mesh is not None:  # typed keys cannot be global arrays: their raw data is
+            self._key_impl = jax.random.key_impl(key)
+            pop, rep = jax.sharding.PartitionSpec(POP_AXIS), jax.sharding.PartitionSpec()
+            args = (
+                self._globalize(jax.random.key_data(key), rep),
+                *self._globalize(args[1:3], pop),
+                self._data,
+            )
         if self._compiled is None:
             # Ahead of time, so that the benchmark can split tracing, compiling and running.
             with _gc_paused():
@@ -190,7 +239,7 @@ class TrainingEvaluator:
             self.compile_breakdown = {"lower_s": t1 - t0, "compile_s": t2 - t1}
         t3 = time.perf_counter()
         inverse = np.argsort(order)
-        result = jax.device_get(self._compiled(*args))
+        result = distributed.allgather(self._compiled(*args))
         out = {k: np.asarray(v)[inverse][:n] for k, v in result._asdict().items()}
         t4 = time.perf_counter()
         self.compile_seconds += t3 - t0

@@ -9,10 +9,11 @@ from gannas_jax.search.base import (
     mutate_host,
     sample_host,
 )
-from gannas_jax.search.driver import SearchResult, plot_progress, run_search
+from gannas_jax.search.driver import SearchResult, run_search
 from gannas_jax.search.ganas import GanNas, GanNasState
 from gannas_jax.search.local import LocalSearch, LocalSearchState
 from gannas_jax.search.multiseed import run_seeds
+from gannas_jax.search.plot import plot_progress
 from gannas_jax.search.predictor import PredictorConfig, fit_predictor, predict
 from gannas_jax.search.reinforce import Reinforce, ReinforceState, policy_probs
 

@@ -28,8 +28,10 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from gannas_jax import distributed
 from gannas_jax.evaluate.base import Evaluator
 from gannas_jax.search.base import Algorithm, History, SearchError
+from gannas_jax.search.plot import plot_progress
 
 HISTORY = "history.jsonl"
 RESULT = "result.json"
@@ -135,16 +137,21 @@ class _Checkpoints:
         return self.manager.latest_step()
 
     def save(self, step: int, state: RunState) -> None:
+        # Host copies: NumPy leaves are written by the primary process alone in a multi-process
+        # run, and a checkpoint restores with any process or device count.
+        state = jax.device_get(state)
         self.manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
         self.manager.wait_until_finished()
 
     def restore(self, step: int, like: RunState) -> RunState:
-        abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, like)
+        abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, jax.device_get(like))
         restored = self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
-        # Host-side leaves come back as NumPy; keep JAX leaves on device, as `like` has them.
+        # Back on device where `like` has JAX leaves; NumPy where it has NumPy.
         return jax.tree.map(
             lambda r, ref: (
-                r if isinstance(ref, jax.Array) else np.asarray(r, dtype=np.asarray(ref).dtype)
+                jax.numpy.asarray(r, ref.dtype)
+                if isinstance(ref, jax.Array)
+                else np.asarray(r, dtype=np.asarray(ref).dtype)
             ),
             restored,
             like,
@@ -174,6 +181,40 @@ def _read_history(path: pathlib.Path, space, upto: int) -> list[str]:
             raise SearchError(f"corrupt {path}, line {i + 1}: {err}") from None
         lines.append(line.decode())
     return lines
+
+
+def _prepare_workdir(wd: pathlib.Path, run_config: dict, write: bool) -> None:
+    """Checks that ``wd`` is a folder holding nothing or a run of ``run_config``; with
+    ``write``, creates it and writes the config of a new run."""
+    if wd.exists() and not wd.is_dir():
+        raise SearchError(f"workdir {str(wd)!r} is not a folder")
+    if write:
+        try:
+            wd.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SearchError(f"cannot create workdir {str(wd)!r}: {err}") from None
+    cfg_path = wd / CONFIG
+    if cfg_path.exists():
+        try:
+            old = json.loads(cfg_path.read_text())
+        except ValueError as err:
+            raise SearchError(f"corrupt {cfg_path}: {err}") from None
+        if not isinstance(old, dict):
+            raise SearchError(f"corrupt {cfg_path}: not a JSON object")
+        if old != run_config:
+            diff = sorted(k for k in set(old) | set(run_config) if old.get(k) != run_config.get(k))
+            raise SearchError(
+                f"workdir {str(wd)!r} holds a run with another config "
+                f"(differs in {', '.join(diff)}); use a new --workdir"
+            )
+    elif (wd / HISTORY).exists() or (wd / CHECKPOINTS).exists():
+        raise SearchError(
+            f"workdir {str(wd)!r} holds results but no {CONFIG}; refusing to overwrite it"
+        )
+    elif write:
+        _atomic_write(cfg_path, json.dumps(run_config, indent=2, sort_keys=True))
+    else:
+        raise SearchError(f"workdir {str(wd)!r} has no {CONFIG}: is it shared by every process?")
 
 
 def run_search(
@@ -231,41 +272,24 @@ def run_search(
 
     wd = None if workdir is None else pathlib.Path(workdir)
     ckpt = hist_file = None
+    primary = distributed.is_primary()  # in a multi-process run only process 0 writes files
     if wd is not None:
-        if wd.exists() and not wd.is_dir():
-            raise SearchError(f"workdir {str(wd)!r} is not a folder")
-        try:
-            wd.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise SearchError(f"cannot create workdir {str(wd)!r}: {err}") from None
         run_config = json.loads(
             json.dumps(
                 {"seed": seed, "budget": int(budget), **(config or {})}, default=_json_default
             )
         )
-        cfg_path = wd / CONFIG
-        if cfg_path.exists():
+        # Process 0 checks and prepares the folder first; then the others check what it left.
+        err = None
+        if primary:
             try:
-                old = json.loads(cfg_path.read_text())
-            except ValueError as err:
-                raise SearchError(f"corrupt {cfg_path}: {err}") from None
-            if not isinstance(old, dict):
-                raise SearchError(f"corrupt {cfg_path}: not a JSON object")
-            if old != run_config:
-                diff = sorted(
-                    k for k in set(old) | set(run_config) if old.get(k) != run_config.get(k)
-                )
-                raise SearchError(
-                    f"workdir {str(wd)!r} holds a run with another config "
-                    f"(differs in {', '.join(diff)}); "
-                    "use a new --workdir"
-                )
-        elif (wd / HISTORY).exists() or (wd / CHECKPOINTS).exists():
-            raise SearchError(
-                f"workdir {str(wd)!r} holds results but no {CONFIG}; refusing to overwrite it"
-            )
-        else:
-            _atomic_write(cfg_path, json.dumps(run_config, indent=2, sort_keys=True))
+                _prepare_workdir(wd, run_config, write=True)
+            except SearchError as e:
+                err = e
+        if not distributed.primary_agrees(err is None):
+            raise err or SearchError(f"process 0 refused the workdir {str(wd)!r} (see its error)")
+        if not primary:
+            _prepare_workdir(wd, run_config, write=False)
         ckpt = _Checkpoints(wd / CHECKPOINTS)
         step = ckpt.latest()
         hist_path = wd / HISTORY
@@ -290,12 +314,13 @@ def run_search(
                     raise SearchError(
                         f"corrupt run in {str(wd)!r}: {HISTORY} and the checkpoint disagree"
                     )
-        _atomic_write(hist_path, "".join(line + "\n" for line in lines))
-        hist_file = open(hist_path, "a")
+        if primary:
+            _atomic_write(hist_path, "".join(line + "\n" for line in lines))
+            hist_file = open(hist_path, "a")
     last_save = time.monotonic()
 
     bar = None
-    if progress:
+    if progress and primary:
         from tqdm.auto import tqdm
 
         bar = tqdm(
@@ -309,6 +334,7 @@ def run_search(
         while algorithm.remaining(state) > 0:
             archs, state = algorithm.ask(jax.random.fold_in(key_ask, iteration), state)
             archs = check_asked(algorithm, state, archs)
+            distributed.agree(archs, f"the architectures asked at iteration {iteration}")
             t0 = time.perf_counter()
             result = evaluator.evaluate(archs, jax.random.fold_in(key_eval, iteration))
             wall = time.perf_counter() - t0
@@ -349,33 +375,8 @@ def run_search(
 
     res = search_result(algorithm, state, tests)
     scores = res.scores
-    if wd is not None:
+    if wd is not None and primary:
         _atomic_write(wd / RESULT, json.dumps(res.summary(), indent=2))
         if plot:
             plot_progress(scores, wd / PLOT, title=f"{algorithm.name}, seed {seed}")
     return res
-
-
-def plot_progress(scores: np.ndarray, path: str | os.PathLike, title: str = "") -> None:
-    """Saves best-so-far score against queries, with every query's score behind it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    q = np.arange(1, len(scores) + 1)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.scatter(q, scores, s=8, alpha=0.35, color="tab:gray", label="query score")
-    ax.plot(q, np.maximum.accumulate(scores), color="tab:blue", lw=2, label="best so far")
-    lo = np.percentile(scores, 5)
-    ax.set_ylim(
-        lo - 0.05 * (scores.max() - lo + 1e-9), scores.max() + 0.1 * (scores.max() - lo + 1e-9)
-    )
-    ax.set_xlabel("queries")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
