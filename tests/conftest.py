@@ -52,6 +52,7 @@ def nb201_dir() -> pathlib.Path:
 # the two workers (~50 s of a ~10 minute run on 2 cores). Modules not listed keep their order.
 _LONGEST_FIRST = (
     "test_cli",
+    "test_distributed",
     "test_gan",
     "test_child",
     "test_evaluate",
