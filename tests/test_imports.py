@@ -22,6 +22,7 @@ def test_import_is_light():
 LAYERS = {
     "spaces": 0,
     "runtime": 0,
+    "distributed": 0,
     "data": 1,
     "decode": 1,
     "child": 2,
