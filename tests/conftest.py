@@ -68,3 +68,17 @@ def pytest_collection_modifyitems(items):
         return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: each module's tests keep their order
+
+
+# A digits search small enough for a test: 12 queries of 30-step children, 4 at a time.
+DIGITS_TINY = [
+    "--config",
+    str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "digits.py"),
+    "--config.budget=12",
+    "--config.train.steps=30",
+    "--config.train.population=4",
+    "--config.ganas.batch_size=4",
+    "--config.ganas.num_init=4",
+    "--config.ganas.gan_steps=20",
+    "--config.ganas.num_candidates=64",
+]

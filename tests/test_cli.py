@@ -16,7 +16,7 @@ import pytest
 from gannas_jax import NB201Space
 from gannas_jax.evaluate.tabular import NB201Table
 from gannas_jax.search.factory import ALGORITHMS
-from tests.conftest import folder_digest
+from tests.conftest import DIGITS_TINY, folder_digest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SEARCH = [sys.executable, str(ROOT / "scripts" / "search.py")]
@@ -219,19 +219,6 @@ def test_corrupt_files_are_refused(nb201_runs, nb201_dir, tmp_path, damage):
     )
     _assert_one_line_error(out, needle)
     assert folder_digest(wd) == before
-
-
-DIGITS_TINY = [
-    "--config",
-    str(ROOT / "configs" / "digits.py"),
-    "--config.budget=12",
-    "--config.train.steps=30",
-    "--config.train.population=4",
-    "--config.ganas.batch_size=4",
-    "--config.ganas.num_init=4",
-    "--config.ganas.gan_steps=20",
-    "--config.ganas.num_candidates=64",
-]
 
 
 @pytest.fixture(scope="module")

@@ -19,19 +19,11 @@ import time
 import numpy as np
 import pytest
 
+from tests.conftest import DIGITS_TINY
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SEARCH = str(ROOT / "scripts" / "search.py")
-TINY = [
-    "--config",
-    str(ROOT / "configs" / "digits.py"),
-    "--config.budget=12",
-    "--config.train.steps=30",
-    "--config.train.population=4",
-    "--config.ganas.batch_size=4",
-    "--config.ganas.num_init=4",
-    "--config.ganas.gan_steps=20",
-    "--config.ganas.num_candidates=64",
-]
+TINY = DIGITS_TINY
 XLA_CACHE = tempfile.mkdtemp(prefix="gannas_xla_cache_dist_")
 
 # Runs scripts/search.py with an audit hook that appends every write-like file operation under
