@@ -65,9 +65,9 @@ SCRIPT = textwrap.dedent(
         "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_3x3~0|avg_pool_3x3~1|none~2|"))
     nb_state = jax.jit(lambda k: init_state(nb_child, tx, k, nb_arch))(jax.random.key(0))
     nb_ref, nb_ref_loss = jax.jit(lambda s: fit(nb_child, tx, s, nb_arch, x, y))(nb_state)
-    # Each NB201 data-parallel program compiles in ~17 s here: shard_map on 2 and 4 devices,
-    # pmap (the same per-device step) on 4.
-    for runner, n in (("shard_map", 2), ("shard_map", 4), ("pmap", 4)):
+    # Each NB201 data-parallel program compiles in ~17 s here: shard_map on 2 devices, pmap (the
+    # same per-device step) on 4.
+    for runner, n in (("shard_map", 2), ("pmap", 4)):
         st, loss = parallel.fit_data_parallel(
             nb_child, tx, nb_state, nb_arch, x, y, runner=runner,
             devices=jax.local_devices()[:n])
@@ -141,7 +141,7 @@ def test_data_parallel_matches_single_device(multi_device, runner):
     assert multi_device[runner]["params"] < 1e-5
 
 
-@pytest.mark.parametrize("runner, devices", [("shard_map", 2), ("shard_map", 4), ("pmap", 4)])
+@pytest.mark.parametrize("runner, devices", [("shard_map", 2), ("pmap", 4)])
 def test_batchnorm_data_parallel_matches_single_device(multi_device, runner, devices):
     """An NB201 child (BatchNorm): the statistics are synchronised over the data axis, so
     parameters and running statistics equal single-device fit's (they differed by 0.2-0.3

@@ -158,20 +158,18 @@ class TrainingEvaluator:
         # train() canonicalizes on the host, so the program need not do it at every step
         child = dataclasses.replace(self.child, assume_canonical=True)
 
-        def pop(keys, archs):
+        def pop(keys, archs, data):
             return train_population(child, self.config, keys, archs, data)
 
         if self._mesh is not None:
             # The data is an argument, replicated: a closed-over global array is not allowed.
-            def pop_data(keys, archs, data):
-                return train_population(child, self.config, keys, archs, data)
-
             key = jax.random.wrap_key_data(key, impl=self._key_impl)
-            run = population_parallel(pop_data, mesh=self._mesh, replicated=1)
-            return run(_fold_keys(key, seeds), archs, data)
-        if self.n_devices > 1:
-            pop = population_parallel(pop, self.n_devices)
-        return pop(_fold_keys(key, seeds), archs)
+            run = population_parallel(pop, mesh=self._mesh, replicated=1)
+        elif self.n_devices > 1:
+            run = population_parallel(pop, self.n_devices, replicated=1)
+        else:
+            run = pop
+        return run(_fold_keys(key, seeds), archs, data)
 
     def _balance(self, archs: np.ndarray) -> np.ndarray:
         """A permutation of the padded population that deals the members the narrow variant
