@@ -23,7 +23,6 @@ from tests.conftest import DIGITS_TINY
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SEARCH = str(ROOT / "scripts" / "search.py")
-TINY = DIGITS_TINY
 XLA_CACHE = tempfile.mkdtemp(prefix="gannas_xla_cache_dist_")
 
 # Runs scripts/search.py with an audit hook that appends every write-like file operation under
@@ -83,7 +82,7 @@ def start(workdir, *extra, n=2, audit=None, port=None):
         dist = [f"--coordinator=localhost:{port}", f"--num_processes={n}", f"--process_id={i}"]
         procs.append(
             subprocess.Popen(
-                [*cmd, *TINY, "--workdir", str(workdir), *dist, *extra],
+                [*cmd, *DIGITS_TINY, "--workdir", str(workdir), *dist, *extra],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -115,7 +114,7 @@ def history(workdir):
 def single(tmp_path_factory):
     wd = tmp_path_factory.mktemp("single") / "run"
     proc = subprocess.run(
-        [sys.executable, SEARCH, *TINY, "--workdir", str(wd)],
+        [sys.executable, SEARCH, *DIGITS_TINY, "--workdir", str(wd)],
         cwd=ROOT,
         env=_env(),
         capture_output=True,
@@ -188,7 +187,7 @@ def test_killed_peer_is_named_and_a_rerun_resumes(two, tmp_path):
     assert lines < 8, "the run went too far before it could be killed"
     # Resume with another process count (1 divides the population too), killed in turn.
     one = subprocess.Popen(
-        [sys.executable, SEARCH, *TINY, "--workdir", str(wd)],
+        [sys.executable, SEARCH, *DIGITS_TINY, "--workdir", str(wd)],
         cwd=ROOT,
         env=_env(),
         stdout=subprocess.DEVNULL,
@@ -229,7 +228,7 @@ def test_bad_settings(tmp_path, flags, needle):
     if "--coordinator" not in " ".join(flags) and "--process_id=1" in flags:
         flags = [f"--coordinator=localhost:{free_port()}", *flags]  # nobody serves there
     proc = subprocess.run(
-        [sys.executable, SEARCH, *TINY, "--workdir", str(tmp_path / "w"), *flags],
+        [sys.executable, SEARCH, *DIGITS_TINY, "--workdir", str(tmp_path / "w"), *flags],
         cwd=ROOT,
         env=_env(),
         capture_output=True,
